@@ -1,0 +1,274 @@
+"""SQL over `ingestion_handoffs` and `handoff_events`. Every state change is a guarded UPDATE:
+it names the states (and lease token) it may change, so a racing writer changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, select, tuple_, update
+
+from app.db.rows import to_event, to_handoff, upsert_insert
+from app.db.tables import handoff_events, handoffs
+from app.domain.models import Handoff, HandoffEvent, Lease, NewEvent
+from app.domain.states import ACTIVE_STATES, RUNNABLE_STATES, HandoffState, ReasonCode
+
+Pair = tuple[str, str]
+_ACTIVE = [s.value for s in ACTIVE_STATES]
+_RUNNABLE = [s.value for s in RUNNABLE_STATES]
+_RUNNING = HandoffState.RUNNING.value
+
+
+def _leases_clause(leases: Iterable[Lease]) -> Any:
+    pairs = [(lease.handoff_id, lease.token) for lease in leases]
+    return and_(
+        handoffs.c.state == _RUNNING, tuple_(handoffs.c.id, handoffs.c.lease_token).in_(pairs)
+    )
+
+
+class HandoffStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get(self, handoff_id: int) -> Handoff | None:
+        row = self.conn.execute(select(handoffs).where(handoffs.c.id == handoff_id)).first()
+        return None if row is None else to_handoff(row)
+
+    def by_pairs(self, pairs: Iterable[Pair]) -> dict[Pair, Handoff]:
+        wanted = list(set(pairs))
+        if not wanted:
+            return {}
+        key = tuple_(handoffs.c.reference_id, handoffs.c.payload_hash)
+        rows = self.conn.execute(select(handoffs).where(key.in_(wanted)))
+        return {(r.reference_id, r.payload_hash): to_handoff(r) for r in rows}
+
+    def latest_fetched(self, reference_ids: Collection[str]) -> dict[str, datetime]:
+        """The newest fetched_at handed off so far, per reference."""
+        if not reference_ids:
+            return {}
+        rows = self.conn.execute(
+            select(handoffs.c.reference_id, func.max(handoffs.c.fetched_at).label("latest"))
+            .where(handoffs.c.reference_id.in_(list(reference_ids)))
+            .group_by(handoffs.c.reference_id)
+        )
+        # max() bypasses the column type on SQLite, so convert through the type by hand.
+        return {r.reference_id: _as_datetime(r.latest) for r in rows}
+
+    def unfinished_of(self, reference_id: str) -> list[Handoff]:
+        """The active and the waiting handoff of a reference (at most one of each)."""
+        states = [*_ACTIVE, HandoffState.WAITING.value]
+        rows = self.conn.execute(
+            select(handoffs).where(
+                handoffs.c.reference_id == reference_id, handoffs.c.state.in_(states)
+            )
+        )
+        return [to_handoff(r) for r in rows]
+
+    def of_reference(self, reference_id: str) -> list[Handoff]:
+        rows = self.conn.execute(
+            select(handoffs).where(handoffs.c.reference_id == reference_id).order_by(handoffs.c.id)
+        )
+        return [to_handoff(r) for r in rows]
+
+    def events(self, handoff_id: int) -> list[HandoffEvent]:
+        rows = self.conn.execute(
+            select(handoff_events)
+            .where(handoff_events.c.handoff_id == handoff_id)
+            .order_by(handoff_events.c.id)
+        )
+        return [to_event(r) for r in rows]
+
+    def counts(self) -> dict[tuple[HandoffState, ReasonCode], int]:
+        rows = self.conn.execute(
+            select(handoffs.c.state, handoffs.c.reason_code, func.count().label("n")).group_by(
+                handoffs.c.state, handoffs.c.reason_code
+            )
+        )
+        return {(HandoffState(r.state), ReasonCode(r.reason_code)): int(r.n) for r in rows}
+
+    def active_count_per_reference(self) -> int:
+        """The largest number of active rows any reference has (the index keeps it <= 1)."""
+        sub = (
+            select(func.count().label("n"))
+            .where(handoffs.c.state.in_(_ACTIVE))
+            .group_by(handoffs.c.reference_id)
+            .subquery()
+        )
+        return int(self.conn.execute(select(func.coalesce(func.max(sub.c.n), 0))).scalar_one())
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def insert(self, rows: Sequence[Mapping[str, Any]]) -> list[Handoff]:
+        """Insert handoffs; a row that trips any unique constraint (the pair key, one active or
+        one waiting per reference) is skipped, not raised. Returns the rows inserted."""
+        if not rows:
+            return []
+        stmt = upsert_insert(self.conn, handoffs).on_conflict_do_nothing().returning(*handoffs.c)
+        return [to_handoff(r) for r in self.conn.execute(stmt, list(rows))]
+
+    def transition(
+        self, handoff_id: int, from_states: Collection[HandoffState], values: Mapping[str, Any]
+    ) -> Handoff | None:
+        """Change one handoff if it is still in one of `from_states`; None if it was not."""
+        row = self.conn.execute(
+            update(handoffs)
+            .where(handoffs.c.id == handoff_id, handoffs.c.state.in_([s.value for s in from_states]))
+            .values(**values)
+            .returning(*handoffs.c)
+        ).first()
+        return None if row is None else to_handoff(row)
+
+    def add_events(self, events: Sequence[NewEvent], at: datetime) -> None:
+        if not events:
+            return
+        self.conn.execute(
+            handoff_events.insert(),
+            [
+                {
+                    "handoff_id": e.handoff_id,
+                    "at": at,
+                    "actor": e.actor,
+                    "from_state": e.from_state.value if e.from_state else None,
+                    "to_state": e.to_state.value,
+                    "reason_code": e.reason_code.value,
+                    "lease_token": e.lease_token,
+                    "detail": e.detail,
+                }
+                for e in events
+            ],
+        )
+
+    def claim(
+        self, worker_id: str, limit: int, now: datetime, lease_until: datetime
+    ) -> list[tuple[Handoff, HandoffState]]:
+        """Lease up to `limit` runnable handoffs, oldest `run_after` first; bumps each lease
+        token (the fence). PostgreSQL skips rows another claimer holds (SKIP LOCKED); SQLite
+        runs the claim inside BEGIN IMMEDIATE, so claimers take turns. Returns each claimed
+        handoff with the state it was claimed from."""
+        picked = (
+            select(handoffs.c.id, handoffs.c.state.label("prev_state"))
+            .where(handoffs.c.state.in_(_RUNNABLE), handoffs.c.run_after <= now)
+            .order_by(handoffs.c.run_after, handoffs.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        values = {
+            "state": _RUNNING,
+            "reason_code": ReasonCode.CLAIMED.value,
+            "lease_token": handoffs.c.lease_token + 1,
+            "lease_owner": worker_id,
+            "lease_expires_at": lease_until,
+            "attempts": handoffs.c.attempts + 1,
+            "updated_at": now,
+        }
+        if self.conn.dialect.name == "postgresql":
+            # One round trip: lock-and-skip in the subquery, its old state in RETURNING.
+            sub = picked.subquery()
+            stmt = (
+                update(handoffs)
+                .where(handoffs.c.id == sub.c.id)
+                .values(**values)
+                .returning(*handoffs.c, sub.c.prev_state)
+            )
+            return [
+                (to_handoff(r), HandoffState(r.prev_state)) for r in self.conn.execute(stmt).all()
+            ]
+        # SQLite's RETURNING cannot name the FROM clause; BEGIN IMMEDIATE already holds the
+        # write lock, so reading first and updating after cannot race.
+        prev = {r.id: HandoffState(r.prev_state) for r in self.conn.execute(picked)}
+        if not prev:
+            return []
+        rows = self.conn.execute(
+            update(handoffs)
+            .where(handoffs.c.id.in_(list(prev)))
+            .values(**values)
+            .returning(*handoffs.c)
+        ).all()
+        return sorted(((to_handoff(r), prev[r.id]) for r in rows), key=lambda p: p[0].id)
+
+    def extend_leases(self, leases: Collection[Lease], until: datetime, now: datetime) -> set[int]:
+        """Heartbeat: push out the leases still held; returns the ids whose lease held."""
+        if not leases:
+            return set()
+        rows = self.conn.execute(
+            update(handoffs)
+            .where(_leases_clause(leases))
+            .values(lease_expires_at=until, updated_at=now)
+            .returning(handoffs.c.id)
+        )
+        return {r.id for r in rows}
+
+    def finish_leases(
+        self, leases: Collection[Lease], values: Mapping[str, Any]
+    ) -> list[Handoff]:
+        """Move running handoffs whose lease token is still current; others are left alone."""
+        if not leases:
+            return []
+        rows = self.conn.execute(
+            update(handoffs).where(_leases_clause(leases)).values(**values).returning(*handoffs.c)
+        )
+        return [to_handoff(r) for r in rows]
+
+    def promote_waiting(self, reference_ids: Collection[str], now: datetime) -> list[Handoff]:
+        """Queue the waiting handoff of each reference whose active slot is free."""
+        if not reference_ids:
+            return []
+        busy = (
+            select(handoffs.c.reference_id)
+            .where(handoffs.c.reference_id.in_(list(reference_ids)), handoffs.c.state.in_(_ACTIVE))
+            .scalar_subquery()
+        )
+        rows = self.conn.execute(
+            update(handoffs)
+            .where(
+                handoffs.c.reference_id.in_(list(reference_ids)),
+                handoffs.c.state == HandoffState.WAITING.value,
+                handoffs.c.reference_id.not_in(busy),
+            )
+            .values(
+                state=HandoffState.QUEUED.value,
+                reason_code=ReasonCode.PROMOTED.value,
+                run_after=now,
+                updated_at=now,
+            )
+            .returning(*handoffs.c)
+        )
+        return [to_handoff(r) for r in rows]
+
+    def rescue_expired(
+        self, now: datetime, crash_max: int, run_after: datetime
+    ) -> list[Handoff]:
+        """The rescuer: one guarded UPDATE returns every expired lease to `retry_wait` (or to
+        `failed` as poison_suspected once its crash budget is spent). The guard (still running,
+        lease expired) makes it safe to run on every node at once: a row moves only once."""
+        poisoned = handoffs.c.crashes + 1 >= crash_max
+        rows = self.conn.execute(
+            update(handoffs)
+            .where(handoffs.c.state == _RUNNING, handoffs.c.lease_expires_at < now)
+            .values(
+                crashes=handoffs.c.crashes + 1,
+                state=case((poisoned, HandoffState.FAILED.value), else_=HandoffState.RETRY_WAIT.value),
+                reason_code=case(
+                    (poisoned, ReasonCode.POISON_SUSPECTED.value),
+                    else_=ReasonCode.LEASE_EXPIRED.value,
+                ),
+                finished_at=case((poisoned, now), else_=None),
+                run_after=run_after,
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error="lease expired",
+                updated_at=now,
+            )
+            .returning(*handoffs.c)
+        )
+        return [to_handoff(r) for r in rows]
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -1,0 +1,88 @@
+"""The unit of work: one connection in one transaction. The caller owns the commit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from app.db.document_store import DocumentStore
+from app.db.engine import make_engine
+from app.db.handoff_store import HandoffStore
+from app.db.job_store import JobStore
+from app.db.record_store import RecordStore
+from app.domain.errors import Contention, DatabaseUnavailable
+
+T = TypeVar("T")
+
+# SQLSTATEs worth retrying the whole transaction for: serialization failure, deadlock.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+class UnitOfWork:
+    """The stores of one transaction. Stores never commit; `Database.transaction` does."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.records = RecordStore(conn)
+        self.handoffs = HandoffStore(conn)
+        self.jobs = JobStore(conn)
+        self.documents = DocumentStore(conn)
+
+
+class Database:
+    """An engine plus the transaction boundaries every caller uses."""
+
+    def __init__(self, database_url: str, *, pool_size: int = 5) -> None:
+        self.url = database_url
+        self.engine: Engine = make_engine(database_url, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+
+    @contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[UnitOfWork]:
+        """One transaction, committed when the block ends, rolled back if it raises.
+
+        On SQLite a writing transaction starts with BEGIN IMMEDIATE (it takes the write lock up
+        front, so it never fails half-way to upgrade); a reading one is deferred.
+        """
+        try:
+            conn = self.engine.connect()
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"the database cannot be reached: {exc.orig}") from exc
+        try:
+            conn.info["sqlite_begin"] = "IMMEDIATE" if write else "DEFERRED"
+            with conn.begin():
+                yield UnitOfWork(conn)
+        finally:
+            conn.close()
+
+    def run(self, work: Callable[[UnitOfWork], T], *, write: bool = True, retries: int = 5) -> T:
+        """Run `work` in a transaction, retrying it whole after a deadlock or serialization
+        failure (PostgreSQL may pick our transaction as a deadlock victim under races)."""
+        for attempt in range(retries + 1):
+            try:
+                with self.transaction(write=write) as uow:
+                    return work(uow)
+            except DBAPIError as exc:
+                if attempt == retries or _sqlstate(exc) not in _RETRYABLE_SQLSTATES:
+                    raise
+            except Contention:
+                if attempt == retries:
+                    raise
+            time.sleep(0.001 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def ping(self) -> None:
+        with self.transaction(write=False) as uow:
+            uow.conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)

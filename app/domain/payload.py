@@ -1,0 +1,132 @@
+"""The canonical payload of a scraped version, its hash, and the reference it belongs to.
+
+`payload_hash` = sha256 over a framed, canonical payload: the decoded body bytes (content-encoding
+removed), the normalised content type, and canonical JSON of the structured fields minus volatile
+keys. Fetch time, headers other than Content-Type/Content-Encoding, and request ids never enter it,
+so re-scraping unchanged content produces the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import brotli
+from w3lib.url import canonicalize_url
+
+from app.domain.errors import InvalidInput
+
+HASH_PREFIX = "sha256:"
+_FRAME = b"handoff-payload-v1"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Headers never stored: they carry credentials or session state, not content.
+SECRET_HEADERS = frozenset({"set-cookie", "cookie", "authorization", "proxy-authorization"})
+REFERENCE_ID_MAX = 512
+
+
+def canonical_json(value: Any) -> bytes:
+    """Key-sorted, whitespace-free UTF-8 JSON: equal data gives equal bytes."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def normalise_content_type(value: str | None) -> str:
+    """`Text/HTML; Charset="UTF-8"` -> `text/html; charset=utf-8`; other parameters dropped."""
+    if not value or not value.strip():
+        return ""
+    media, *params = (part.strip() for part in value.split(";"))
+    charset = next(
+        (p.split("=", 1)[1].strip().strip('"').lower() for p in params if p.lower().startswith("charset=")),
+        None,
+    )
+    media = media.lower()
+    return f"{media}; charset={charset}" if charset else media
+
+
+def payload_hash(body: bytes, content_type: str, fields: Mapping[str, Any] | None) -> str:
+    """The `sha256:<hex>` of the canonical payload (see module docstring)."""
+    digest = hashlib.sha256(_FRAME)
+    for part in (content_type.encode(), body, canonical_json(dict(fields or {}))):
+        # Length-prefix every part so no two different payloads frame to the same bytes.
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return HASH_PREFIX + digest.hexdigest()
+
+
+def decode_body(body: bytes, content_encodings: Iterable[str], *, max_bytes: int) -> bytes:
+    """Undo Content-Encoding (gzip, deflate, br), refusing output larger than `max_bytes`."""
+    codings = [c.strip().lower() for c in content_encodings if c.strip()]
+    for coding in reversed(codings):  # the last encoding applied is undone first
+        if coding in ("identity", ""):
+            continue
+        if coding in ("gzip", "x-gzip", "deflate"):
+            body = _inflate(body, coding, max_bytes)
+        elif coding == "br":
+            body = _unbrotli(body, max_bytes)
+        else:
+            raise InvalidInput(f"unsupported Content-Encoding {coding!r}", field="headers")
+    if len(body) > max_bytes:
+        raise InvalidInput(f"body is larger than {max_bytes} bytes", field="body")
+    return body
+
+
+def _inflate(body: bytes, coding: str, max_bytes: int) -> bytes:
+    # wbits 47 accepts gzip and zlib headers; raw deflate (no header) is tried after.
+    for wbits in ((47,) if coding != "deflate" else (47, -15)):
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(body, max_bytes + 1)
+        except zlib.error:
+            continue
+        if len(out) > max_bytes:
+            raise InvalidInput(f"decoded body is larger than {max_bytes} bytes", field="body")
+        return out
+    raise InvalidInput(f"body is not valid {coding} data", field="body")
+
+
+def _unbrotli(body: bytes, max_bytes: int) -> bytes:
+    inflater = brotli.Decompressor()
+    try:
+        out: bytes = inflater.process(body, output_buffer_limit=max_bytes + 1)
+    except brotli.error as exc:
+        raise InvalidInput("body is not valid br data", field="body") from exc
+    if len(out) > max_bytes:
+        raise InvalidInput(f"decoded body is larger than {max_bytes} bytes", field="body")
+    return out
+
+
+def canonical_url(url: str) -> str:
+    """Scheme and host lower-cased, default port, fragment dropped, query sorted."""
+    canon = canonicalize_url(url.strip(), keep_fragments=False)
+    parts = urlsplit(canon)
+    host = (parts.hostname or "").lower()
+    netloc = host if parts.port in (None, _DEFAULT_PORTS.get(parts.scheme)) else f"{host}:{parts.port}"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+
+
+def derive_reference_id(source: str, url: str) -> str:
+    """`<source>:<canonical url>`; a URL too long for that is replaced by its sha256."""
+    candidate = f"{source}:{canonical_url(url)}"
+    if len(candidate) <= REFERENCE_ID_MAX:
+        return candidate
+    return f"{source}:sha256:{hashlib.sha256(canonical_url(url).encode()).hexdigest()}"
+
+
+def validate_reference_id(value: str) -> str:
+    if not value or len(value) > REFERENCE_ID_MAX:
+        raise InvalidInput(
+            f"reference_id must be 1 to {REFERENCE_ID_MAX} characters", field="reference_id"
+        )
+    if not value.isprintable() or value != value.strip():
+        raise InvalidInput(
+            "reference_id must be printable, with no surrounding whitespace",
+            field="reference_id",
+        )
+    return value

@@ -1,0 +1,298 @@
+"""The handoff layer: turn persisted versions into at most one active ingestion per reference.
+
+`enqueue` runs inside the caller's transaction, the same one that stored the scrape records
+(outbox pattern): the record and its handoff commit together or not at all. Uniqueness is the
+database's job (pair key, one active and one waiting row per reference); this module reacts to
+what the constraints refuse instead of checking first and hoping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from app.db.uow import UnitOfWork
+from app.domain.errors import Conflict, Contention, NotFound
+from app.domain.models import Handoff, NewEvent
+from app.domain.records import PreparedRecord
+from app.domain.states import (
+    ACTIVE_STATES,
+    RUNNABLE_STATES,
+    TERMINAL_STATES,
+    EnqueueOutcome,
+    HandoffState,
+    ReasonCode,
+)
+
+_MAX_ROUNDS = 8  # re-reads of one reference's rows before the transaction is retried whole
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    reference_id: str
+    payload_hash: str
+    handoff_id: int
+    state: HandoffState
+    outcome: EnqueueOutcome
+    #: For a duplicate: the outcome the pair got when it was first handed off.
+    first_outcome: EnqueueOutcome
+
+
+def enqueue(
+    uow: UnitOfWork, records: Sequence[PreparedRecord], *, now: datetime, actor: str
+) -> list[EnqueueResult]:
+    """Hand off persisted versions; one result per record, in the order given.
+
+    Idempotent forever: a pair seen before returns `duplicate` with its stored state and first
+    outcome. Locks only the rows of the references involved; does not commit.
+    """
+    ordered = sorted(
+        {(r.reference_id, r.payload_hash): r for r in records}.values(),
+        # One order for every caller: concurrent batches lock references in the same order.
+        key=lambda r: (r.reference_id, r.fetched_at, r.payload_hash),
+    )
+    pairs = [(r.reference_id, r.payload_hash) for r in ordered]
+    existing = uow.handoffs.by_pairs(pairs)
+    latest = uow.handoffs.latest_fetched({r.reference_id for r in ordered})
+    results: dict[tuple[str, str], EnqueueResult] = {}
+    fresh: list[PreparedRecord] = []
+    stale: list[PreparedRecord] = []
+    for rec, pair in zip(ordered, pairs, strict=True):
+        if pair in existing:
+            results[pair] = _duplicate(existing[pair])
+        elif rec.reference_id in latest and rec.fetched_at < latest[rec.reference_id]:
+            stale.append(rec)
+        else:
+            fresh.append(rec)
+    inserted = uow.handoffs.insert(
+        [_row(r, now, HandoffState.QUEUED, ReasonCode.ENQUEUED, EnqueueOutcome.CREATED) for r in fresh]
+        + [_stale_row(r, now) for r in stale]
+    )
+    events = [
+        NewEvent(h.id, actor, None, h.state, h.reason_code, detail=h.enqueue_outcome.value)
+        for h in inserted
+    ]
+    uow.handoffs.add_events(events, now)
+    for h in inserted:
+        results[(h.reference_id, h.payload_hash)] = _result(h, h.enqueue_outcome)
+    for rec, pair in zip(ordered, pairs, strict=True):
+        if pair not in results:  # a constraint refused the fast path: resolve it row by row
+            results[pair] = _enqueue_contended(uow, rec, now=now, actor=actor)
+    return [results[(r.reference_id, r.payload_hash)] for r in records]
+
+
+def _enqueue_contended(
+    uow: UnitOfWork, rec: PreparedRecord, *, now: datetime, actor: str
+) -> EnqueueResult:
+    """The reference already has unfinished work (or a racing writer): decide against it."""
+    pair = (rec.reference_id, rec.payload_hash)
+    for _ in range(_MAX_ROUNDS):
+        found = uow.handoffs.by_pairs([pair]).get(pair)
+        if found is not None:
+            return _duplicate(found)
+        latest = uow.handoffs.latest_fetched([rec.reference_id]).get(rec.reference_id)
+        if latest is not None and rec.fetched_at < latest:
+            done = _insert_one(uow, _stale_row(rec, now), now, actor)
+            if done is not None:
+                return _result(done, EnqueueOutcome.REJECTED_STALE)
+            continue
+        unfinished = uow.handoffs.unfinished_of(rec.reference_id)
+        active = next((h for h in unfinished if h.state in ACTIVE_STATES), None)
+        waiting = next((h for h in unfinished if h.state is HandoffState.WAITING), None)
+        if active is not None and active.state is HandoffState.RUNNING:
+            return _queue_behind(uow, rec, waiting, now=now, actor=actor)
+        outcome = _replace_not_started(uow, [h for h in (active, waiting) if h], now, actor)
+        if outcome is None:
+            continue  # a worker claimed it meanwhile: look again
+        row = _row(rec, now, HandoffState.QUEUED, ReasonCode.ENQUEUED, outcome)
+        created = _insert_one(uow, row, now, actor)
+        if created is None:
+            raise Contention()  # cannot happen while we hold the superseded rows' locks
+        return _result(created, outcome)
+    raise Contention()
+
+
+def _replace_not_started(
+    uow: UnitOfWork, olds: list[Handoff], now: datetime, actor: str
+) -> EnqueueOutcome | None:
+    """Supersede the reference's not-yet-running rows; None if one started meanwhile."""
+    for old in olds:
+        moved = uow.handoffs.transition(
+            old.id,
+            {*RUNNABLE_STATES, HandoffState.WAITING},
+            _terminal(HandoffState.SUPERSEDED, ReasonCode.SUPERSEDED_BY_NEWER_PAYLOAD, now),
+        )
+        if moved is None:
+            return None
+        uow.handoffs.add_events(
+            [NewEvent(old.id, actor, old.state, moved.state, moved.reason_code)], now
+        )
+    return EnqueueOutcome.SUPERSEDED_PREVIOUS if olds else EnqueueOutcome.CREATED
+
+
+def _queue_behind(
+    uow: UnitOfWork,
+    rec: PreparedRecord,
+    waiting: Handoff | None,
+    *,
+    now: datetime,
+    actor: str,
+) -> EnqueueResult:
+    if waiting is not None:
+        replaced = _replace_not_started(uow, [waiting], now, actor)
+        if replaced is None:
+            raise Contention()  # promoted meanwhile: retry whole
+    row = _row(
+        rec,
+        now,
+        HandoffState.WAITING,
+        ReasonCode.QUEUED_BEHIND_RUNNING,
+        EnqueueOutcome.QUEUED_BEHIND_RUNNING,
+    )
+    created = _insert_one(uow, row, now, actor)
+    if created is None:
+        raise Contention()
+    return _result(created, EnqueueOutcome.QUEUED_BEHIND_RUNNING)
+
+
+def _insert_one(
+    uow: UnitOfWork, row: dict[str, Any], now: datetime, actor: str
+) -> Handoff | None:
+    inserted = uow.handoffs.insert([row])
+    if not inserted:
+        return None
+    h = inserted[0]
+    uow.handoffs.add_events(
+        [NewEvent(h.id, actor, None, h.state, h.reason_code, detail=h.enqueue_outcome.value)], now
+    )
+    return h
+
+
+def _row(
+    rec: PreparedRecord,
+    now: datetime,
+    state: HandoffState,
+    reason: ReasonCode,
+    outcome: EnqueueOutcome,
+) -> dict[str, Any]:
+    return {
+        "reference_id": rec.reference_id,
+        "payload_hash": rec.payload_hash,
+        "source": rec.source,
+        "fetched_at": rec.fetched_at,
+        "state": state.value,
+        "reason_code": reason.value,
+        "enqueue_outcome": outcome.value,
+        "run_after": now,
+        "created_at": now,
+        "updated_at": now,
+        "finished_at": now if state in TERMINAL_STATES else None,
+    }
+
+
+def _stale_row(rec: PreparedRecord, now: datetime) -> dict[str, Any]:
+    # Kept as a terminal ledger row so the pair stays idempotent and the record is accounted for.
+    return _row(
+        rec, now, HandoffState.SUPERSEDED, ReasonCode.STALE_PAYLOAD, EnqueueOutcome.REJECTED_STALE
+    )
+
+
+def _terminal(state: HandoffState, reason: ReasonCode, now: datetime) -> dict[str, Any]:
+    return {
+        "state": state.value,
+        "reason_code": reason.value,
+        "updated_at": now,
+        "finished_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }
+
+
+def _result(h: Handoff, outcome: EnqueueOutcome) -> EnqueueResult:
+    return EnqueueResult(h.reference_id, h.payload_hash, h.id, h.state, outcome, h.enqueue_outcome)
+
+
+def _duplicate(h: Handoff) -> EnqueueResult:
+    return _result(h, EnqueueOutcome.DUPLICATE)
+
+
+# -- operator actions ----------------------------------------------------------------------------
+
+
+def cancel(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Handoff:
+    """Cancel an unfinished handoff. A running one's worker will find its lease gone."""
+    current = _get(uow, handoff_id)
+    if current.state in TERMINAL_STATES:
+        raise Conflict(f"handoff {handoff_id} is already {current.state.value}")
+    moved = uow.handoffs.transition(
+        handoff_id, {current.state}, _terminal(HandoffState.CANCELLED, ReasonCode.OPERATOR_CANCELLED, now)
+    )
+    if moved is None:
+        raise Conflict(f"handoff {handoff_id} changed state meanwhile; look again")
+    uow.handoffs.add_events(
+        [NewEvent(handoff_id, actor, current.state, moved.state, moved.reason_code)], now
+    )
+    if current.state in ACTIVE_STATES:
+        promote_waiting(uow, [moved.reference_id], now=now, actor=actor)
+    return moved
+
+
+def retry(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Handoff:
+    """Queue a failed or cancelled handoff again with fresh budgets (409 if its reference
+    already has active work)."""
+    current = _get(uow, handoff_id)
+    if current.state not in (HandoffState.FAILED, HandoffState.CANCELLED):
+        raise Conflict(f"only failed or cancelled handoffs can be retried; {handoff_id} is {current.state.value}")
+    active = [h for h in uow.handoffs.unfinished_of(current.reference_id) if h.state in ACTIVE_STATES]
+    if active:
+        raise Conflict(
+            f"reference {current.reference_id!r} already has active handoff {active[0].id} "
+            f"({active[0].state.value})"
+        )
+    values = {
+        "state": HandoffState.QUEUED.value,
+        "reason_code": ReasonCode.OPERATOR_RETRY.value,
+        "run_after": now,
+        "failures": 0,
+        "crashes": 0,
+        "throttled_since": None,
+        "finished_at": None,
+        "updated_at": now,
+    }
+    moved = uow.handoffs.transition(handoff_id, {current.state}, values)
+    if moved is None:
+        raise Conflict(f"handoff {handoff_id} changed state meanwhile; look again")
+    uow.handoffs.add_events(
+        [NewEvent(handoff_id, actor, current.state, moved.state, moved.reason_code)], now
+    )
+    return moved
+
+
+def promote_waiting(
+    uow: UnitOfWork, reference_ids: Sequence[str], *, now: datetime, actor: str
+) -> list[Handoff]:
+    """Queue the waiting handoff of each reference whose active slot has emptied."""
+    promoted = uow.handoffs.promote_waiting(set(reference_ids), now)
+    uow.handoffs.add_events(
+        [NewEvent(h.id, actor, HandoffState.WAITING, h.state, h.reason_code) for h in promoted],
+        now,
+    )
+    return promoted
+
+
+def stats(uow: UnitOfWork) -> dict[str, dict[str, int]]:
+    """Counts by state x reason code, every state and reason present (zeros included)."""
+    counts = uow.handoffs.counts()
+    return {
+        state.value: {reason.value: counts.get((state, reason), 0) for reason in ReasonCode}
+        for state in HandoffState
+    }
+
+
+def _get(uow: UnitOfWork, handoff_id: int) -> Handoff:
+    found = uow.handoffs.get(handoff_id)
+    if found is None:
+        raise NotFound(f"no handoff {handoff_id}")
+    return found

@@ -1,0 +1,44 @@
+"""Scrape storage: validate, canonicalise, persist scraped versions and hand them off — the
+records and their handoffs in the caller's one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from app.db.uow import UnitOfWork
+from app.domain.errors import InvalidInput
+from app.domain.records import DEFAULT_VOLATILE_FIELDS, PreparedRecord, ScrapeSubmission, prepare
+from app.services import ingestion_handoff
+from app.services.ingestion_handoff import EnqueueResult
+
+
+def prepare_all(
+    submissions: Sequence[ScrapeSubmission],
+    *,
+    now: datetime,
+    max_body_bytes: int,
+    volatile_fields: frozenset[str] = DEFAULT_VOLATILE_FIELDS,
+) -> list[PreparedRecord]:
+    """Prepare every submission or none: the first bad one raises, naming `records[i].field`."""
+    prepared = []
+    for i, sub in enumerate(submissions):
+        try:
+            prepared.append(
+                prepare(sub, now=now, max_body_bytes=max_body_bytes, volatile_fields=volatile_fields)
+            )
+        except InvalidInput as exc:
+            where = f"records[{i}]" + (f".{exc.field}" if exc.field else "")
+            raise type(exc)(f"{where}: {exc.message}", field=where) from exc
+    return prepared
+
+
+def store_and_hand_off(
+    uow: UnitOfWork, records: Sequence[PreparedRecord], *, now: datetime, actor: str
+) -> list[EnqueueResult]:
+    """Persist the versions not stored yet and hand every one off, in `uow`'s transaction.
+
+    Idempotent: storing a version again writes nothing and reports `duplicate`.
+    """
+    uow.records.insert(records, now)
+    return ingestion_handoff.enqueue(uow, records, now=now, actor=actor)

@@ -1,0 +1,45 @@
+"""Settings from the environment (prefix `HANDOFF_`) or a `.env` file. Built once, passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HANDOFF_", env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///var/handoff.db",
+        description="sqlite:///path (the embedded default) or postgresql://user@host/db.",
+    )
+    migrations_dir: Path = REPO_ROOT / "db" / "migrations"
+
+    # Ingestion workers
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=20.0, gt=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+    rescue_seconds: float = Field(default=15.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    claim_batch: int = Field(default=32, ge=1, le=1000)
+    inline_ingestion: bool = False
+
+    # Input limits
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_batch_records: int = Field(default=500, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_engine(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError("database_url must start with sqlite:// or postgresql://")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

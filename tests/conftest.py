@@ -1,0 +1,78 @@
+"""Fixtures that give each test a real, migrated database: a SQLite file or a PostgreSQL
+database cloned from a migrated template. PostgreSQL is required: if it is down, tests fail."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from app.db import migrations
+from app.db.uow import Database
+from app.domain.clock import FakeClock
+from app.settings import REPO_ROOT
+
+MIGRATIONS = REPO_ROOT / "db" / "migrations"
+PG_ADMIN_URL = os.environ.get(
+    "HANDOFF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+_TEMPLATE = f"handoff_tpl_{os.getpid()}"
+
+
+def _pg_url(dbname: str) -> str:
+    base, _, _ = PG_ADMIN_URL.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]  # names are generated here, not user input
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated template database, built once per test process."""
+    _admin(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
+    _admin(f"CREATE DATABASE {_TEMPLATE}")
+    migrations.apply(_pg_url(_TEMPLATE), MIGRATIONS)
+    yield _TEMPLATE
+    _admin(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_url(pg_template: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test."""
+    name = f"handoff_t_{uuid.uuid4().hex[:12]}"
+    _admin(f"CREATE DATABASE {name} TEMPLATE {pg_template} STRATEGY FILE_COPY")
+    yield _pg_url(name)
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'handoff.db'}"
+    migrations.apply(url, MIGRATIONS)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database URL, once per engine."""
+    name = "sqlite_url" if request.param == "sqlite" else "pg_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
