@@ -45,6 +45,8 @@ class DocumentStore:
 
     def get_text(self, reference_id: str, payload_hash: str) -> str | None:
         row = self.conn.execute(
-            select(documents.c.text).where(documents.c.id == document_id(reference_id, payload_hash))
+            select(documents.c.text).where(
+                documents.c.id == document_id(reference_id, payload_hash)
+            )
         ).first()
         return None if row is None else str(row.text)

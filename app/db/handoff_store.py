@@ -115,7 +115,9 @@ class HandoffStore:
         """Change one handoff if it is still in one of `from_states`; None if it was not."""
         row = self.conn.execute(
             update(handoffs)
-            .where(handoffs.c.id == handoff_id, handoffs.c.state.in_([s.value for s in from_states]))
+            .where(
+                handoffs.c.id == handoff_id, handoffs.c.state.in_([s.value for s in from_states])
+            )
             .values(**values)
             .returning(*handoffs.c)
         ).first()
@@ -201,9 +203,7 @@ class HandoffStore:
         )
         return {r.id for r in rows}
 
-    def finish_leases(
-        self, leases: Collection[Lease], values: Mapping[str, Any]
-    ) -> list[Handoff]:
+    def finish_leases(self, leases: Collection[Lease], values: Mapping[str, Any]) -> list[Handoff]:
         """Move running handoffs whose lease token is still current; others are left alone."""
         if not leases:
             return []
@@ -238,9 +238,7 @@ class HandoffStore:
         )
         return [to_handoff(r) for r in rows]
 
-    def rescue_expired(
-        self, now: datetime, crash_max: int, run_after: datetime
-    ) -> list[Handoff]:
+    def rescue_expired(self, now: datetime, crash_max: int, run_after: datetime) -> list[Handoff]:
         """The rescuer: one guarded UPDATE returns every expired lease to `retry_wait` (or to
         `failed` as poison_suspected once its crash budget is spent). The guard (still running,
         lease expired) makes it safe to run on every node at once: a row moves only once."""
@@ -250,7 +248,9 @@ class HandoffStore:
             .where(handoffs.c.state == _RUNNING, handoffs.c.lease_expires_at < now)
             .values(
                 crashes=handoffs.c.crashes + 1,
-                state=case((poisoned, HandoffState.FAILED.value), else_=HandoffState.RETRY_WAIT.value),
+                state=case(
+                    (poisoned, HandoffState.FAILED.value), else_=HandoffState.RETRY_WAIT.value
+                ),
                 reason_code=case(
                     (poisoned, ReasonCode.POISON_SUSPECTED.value),
                     else_=ReasonCode.LEASE_EXPIRED.value,

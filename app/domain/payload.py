@@ -41,7 +41,11 @@ def normalise_content_type(value: str | None) -> str:
         return ""
     media, *params = (part.strip() for part in value.split(";"))
     charset = next(
-        (p.split("=", 1)[1].strip().strip('"').lower() for p in params if p.lower().startswith("charset=")),
+        (
+            p.split("=", 1)[1].strip().strip('"').lower()
+            for p in params
+            if p.lower().startswith("charset=")
+        ),
         None,
     )
     media = media.lower()
@@ -77,7 +81,7 @@ def decode_body(body: bytes, content_encodings: Iterable[str], *, max_bytes: int
 
 def _inflate(body: bytes, coding: str, max_bytes: int) -> bytes:
     # wbits 47 accepts gzip and zlib headers; raw deflate (no header) is tried after.
-    for wbits in ((47,) if coding != "deflate" else (47, -15)):
+    for wbits in (47,) if coding != "deflate" else (47, -15):
         inflater = zlib.decompressobj(wbits)
         try:
             out = inflater.decompress(body, max_bytes + 1)
@@ -105,7 +109,9 @@ def canonical_url(url: str) -> str:
     canon = canonicalize_url(url.strip(), keep_fragments=False)
     parts = urlsplit(canon)
     host = (parts.hostname or "").lower()
-    netloc = host if parts.port in (None, _DEFAULT_PORTS.get(parts.scheme)) else f"{host}:{parts.port}"
+    netloc = (
+        host if parts.port in (None, _DEFAULT_PORTS.get(parts.scheme)) else f"{host}:{parts.port}"
+    )
     if parts.username:
         netloc = f"{parts.username}@{netloc}"
     return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))

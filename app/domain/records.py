@@ -153,3 +153,15 @@ def _guess_type(sub: ScrapeSubmission) -> str:
     if sub.body is None and sub.body_base64 is None:
         return "application/json"
     return "text/plain; charset=utf-8" if sub.body is not None else "application/octet-stream"
+
+
+def matches_hash(
+    body: bytes,
+    content_type: str,
+    fields: Mapping[str, JSONValue] | None,
+    expected: str,
+    volatile_fields: frozenset[str] = DEFAULT_VOLATILE_FIELDS,
+) -> bool:
+    """Whether a stored payload still hashes to the `payload_hash` it was stored under."""
+    kept = {k: v for k, v in (fields or {}).items() if k not in volatile_fields}
+    return payload.payload_hash(body, content_type, kept) == expected

@@ -81,7 +81,8 @@ REASON_DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.PROMOTED: "The handoff ahead of it ended, so this waiting payload is now queued.",
     ReasonCode.CLAIMED: "A worker leased the handoff and is ingesting it.",
     ReasonCode.SUCCEEDED: "Ingestion finished; the document was written.",
-    ReasonCode.TRANSIENT_ERROR: "A transient error; retried with backoff until the budget is spent.",
+    ReasonCode.TRANSIENT_ERROR: "A transient error; retried with backoff until the budget "
+    "is spent.",
     ReasonCode.RATE_LIMITED: "Throttled downstream; retried after the asked delay without "
     "spending attempts, until the throttle deadline.",
     ReasonCode.UNCLASSIFIED_ERROR: "An error the handler did not classify; retried on a "

@@ -218,7 +218,9 @@ def _yield_to_waiting(
     """A payload going back to wait whose reference has a newer one waiting is superseded."""
     freed: set[str] = set()
     for h in requeued:
-        waiting = [w for w in uow.handoffs.unfinished_of(h.reference_id) if w.state is HandoffState.WAITING]
+        waiting = [
+            w for w in uow.handoffs.unfinished_of(h.reference_id) if w.state is HandoffState.WAITING
+        ]
         if not waiting:
             continue
         gone = uow.handoffs.transition(

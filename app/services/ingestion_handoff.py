@@ -67,7 +67,10 @@ def enqueue(
         else:
             fresh.append(rec)
     inserted = uow.handoffs.insert(
-        [_row(r, now, HandoffState.QUEUED, ReasonCode.ENQUEUED, EnqueueOutcome.CREATED) for r in fresh]
+        [
+            _row(r, now, HandoffState.QUEUED, ReasonCode.ENQUEUED, EnqueueOutcome.CREATED)
+            for r in fresh
+        ]
         + [_stale_row(r, now) for r in stale]
     )
     events = [
@@ -157,9 +160,7 @@ def _queue_behind(
     return _result(created, EnqueueOutcome.QUEUED_BEHIND_RUNNING)
 
 
-def _insert_one(
-    uow: UnitOfWork, row: dict[str, Any], now: datetime, actor: str
-) -> Handoff | None:
+def _insert_one(uow: UnitOfWork, row: dict[str, Any], now: datetime, actor: str) -> Handoff | None:
     inserted = uow.handoffs.insert([row])
     if not inserted:
         return None
@@ -227,7 +228,9 @@ def cancel(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Ha
     if current.state in TERMINAL_STATES:
         raise Conflict(f"handoff {handoff_id} is already {current.state.value}")
     moved = uow.handoffs.transition(
-        handoff_id, {current.state}, _terminal(HandoffState.CANCELLED, ReasonCode.OPERATOR_CANCELLED, now)
+        handoff_id,
+        {current.state},
+        _terminal(HandoffState.CANCELLED, ReasonCode.OPERATOR_CANCELLED, now),
     )
     if moved is None:
         raise Conflict(f"handoff {handoff_id} changed state meanwhile; look again")
@@ -244,8 +247,13 @@ def retry(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Han
     already has active work)."""
     current = _get(uow, handoff_id)
     if current.state not in (HandoffState.FAILED, HandoffState.CANCELLED):
-        raise Conflict(f"only failed or cancelled handoffs can be retried; {handoff_id} is {current.state.value}")
-    active = [h for h in uow.handoffs.unfinished_of(current.reference_id) if h.state in ACTIVE_STATES]
+        raise Conflict(
+            f"only failed or cancelled handoffs can be retried; "
+            f"{handoff_id} is {current.state.value}"
+        )
+    active = [
+        h for h in uow.handoffs.unfinished_of(current.reference_id) if h.state in ACTIVE_STATES
+    ]
     if active:
         raise Conflict(
             f"reference {current.reference_id!r} already has active handoff {active[0].id} "

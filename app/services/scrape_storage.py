@@ -25,7 +25,9 @@ def prepare_all(
     for i, sub in enumerate(submissions):
         try:
             prepared.append(
-                prepare(sub, now=now, max_body_bytes=max_body_bytes, volatile_fields=volatile_fields)
+                prepare(
+                    sub, now=now, max_body_bytes=max_body_bytes, volatile_fields=volatile_fields
+                )
             )
         except InvalidInput as exc:
             where = f"records[{i}]" + (f".{exc.field}" if exc.field else "")

@@ -1,0 +1,78 @@
+"""The application factory. Everything the app needs comes from `Settings`; nothing at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import __version__
+from app.api.routers import handoffs, health, scraping
+from app.db import migrations
+from app.db.uow import Database
+from app.domain.clock import Clock, SystemClock
+from app.domain.errors import HandoffError
+from app.ingest.text import StoreTextHandler
+from app.settings import Settings
+from app.worker.runner import Worker, WorkerConfig
+
+PROBLEM = "application/problem+json"
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+    clock = clock or SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        migrations.ensure_current(settings.database_url, settings.migrations_dir)
+        db = Database(settings.database_url)
+        app.state.db = db
+        app.state.settings = settings
+        app.state.clock = clock
+        app.state.inline_worker = (
+            Worker(db, StoreTextHandler(db, clock), config=WorkerConfig(), clock=clock)
+            if settings.inline_ingestion
+            else None
+        )
+        yield
+        db.dispose()
+
+    app = FastAPI(title="Handoff", version=__version__, lifespan=lifespan)
+    app.include_router(scraping.router)
+    app.include_router(handoffs.router)
+    app.include_router(health.router)
+    _error_handlers(app)
+    return app
+
+
+def _problem(status: int, title: str, detail: str, **extra: object) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HandoffError)
+    async def handoff_error(_: Request, exc: HandoffError) -> JSONResponse:
+        extra = {"field": exc.field} if exc.field else {}
+        headers = {"Retry-After": "5"} if exc.status == 503 else None
+        response = _problem(exc.status, type(exc).__name__, exc.message, **extra)
+        if headers:
+            response.headers.update(headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return _problem(422, "InvalidInput", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _problem(exc.status_code, "HTTPError", str(exc.detail))

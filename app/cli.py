@@ -1,0 +1,245 @@
+"""`handoff …`: run, serve, migrate, worker, submit, handoffs stats."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from app import log
+from app.db import migrations
+from app.db.notify import Listener
+from app.db.uow import Database
+from app.domain.clock import SystemClock
+from app.domain.errors import HandoffError
+from app.domain.records import ScrapeSubmission
+from app.domain.states import HandoffState, ReasonCode
+from app.ingest.text import StoreTextHandler
+from app.services import ingestion_handoff, scrape_storage
+from app.settings import Settings
+from app.worker.runner import Worker, WorkerConfig
+
+app = typer.Typer(
+    help="Handoff: durable handoff from scrape storage to ingestion.", no_args_is_help=True
+)
+handoffs_app = typer.Typer(help="Inspect and repair handoffs.", no_args_is_help=True)
+app.add_typer(handoffs_app, name="handoffs")
+out = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err.print(f"[red]invalid settings:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _require_current_schema(settings: Settings) -> None:
+    try:
+        migrations.ensure_current(settings.database_url, settings.migrations_dir)
+    except HandoffError as exc:
+        err.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def migrate(
+    break_lock: Annotated[
+        bool, typer.Option(help="Remove a lock left by a dead migrator.")
+    ] = False,
+) -> None:
+    """Apply pending database migrations (a no-op when current; safe to run concurrently)."""
+    settings = _settings()
+    if break_lock:
+        migrations.break_lock(settings.database_url)
+    applied = migrations.apply(settings.database_url, settings.migrations_dir)
+    out.print(
+        f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else "")
+    )
+
+
+def _worker_config(settings: Settings, concurrency: int | None) -> WorkerConfig:
+    return WorkerConfig(
+        concurrency=concurrency or settings.worker_concurrency,
+        claim_batch=settings.claim_batch,
+        lease=timedelta(seconds=settings.lease_seconds),
+        heartbeat_every=settings.heartbeat_seconds,
+        poll_every=settings.poll_seconds,
+        rescue_every=settings.rescue_seconds,
+        shutdown_grace=settings.shutdown_grace_seconds,
+    )
+
+
+def _start_worker(settings: Settings, concurrency: int | None, stop: threading.Event) -> Worker:
+    db = Database(settings.database_url, pool_size=2)
+    clock = SystemClock()
+    worker = Worker(
+        db, StoreTextHandler(db, clock), config=_worker_config(settings, concurrency), clock=clock
+    )
+    if not settings.is_sqlite:
+        Listener(settings.database_url, worker.wake, stop).start()
+    return worker
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        err.print(f"received signal {signum}: stopping (finishing in-flight work)")
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Handler threads.")] = None,
+) -> None:
+    """Run an ingestion worker until SIGTERM/SIGINT."""
+    settings = _settings()
+    log.configure()
+    _require_current_schema(settings)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    _start_worker(settings, concurrency, stop).run(stop)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    from app.api.app import create_app
+
+    settings = _settings()
+    log.configure()
+    _require_current_schema(settings)
+    uvicorn.run(create_app(settings), host=host, port=port)
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Handler threads.")] = None,
+) -> None:
+    """Migrate, then run the API and a worker in one process (the embedded default)."""
+    import uvicorn
+
+    from app.api.app import create_app
+
+    settings = _settings()
+    log.configure()
+    applied = migrations.apply(settings.database_url, settings.migrations_dir)
+    err.print(f"database {settings.database_url}: applied {len(applied)} migration(s)")
+    stop = threading.Event()
+    the_worker = _start_worker(settings, concurrency, stop)
+    thread = threading.Thread(target=the_worker.run, args=(stop,), name="handoff-worker")
+    thread.start()
+    err.print(f"Handoff API on http://{host}:{port} (OpenAPI at /docs); worker running")
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, ScrapeSubmission]]:
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, ScrapeSubmission.model_validate_json(line)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "record"
+                raise typer.BadParameter(f"{path}:{number}: {where}: {first['msg']}") from exc
+
+
+@app.command()
+def submit(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A JSONL file.")],
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Records per transaction.")] = 100,
+    inline: Annotated[bool, typer.Option(help="Ingest right here after submitting.")] = False,
+) -> None:
+    """Push scrape records from a JSONL file (one record per line). The whole file is
+    validated before anything is written, so a bad line writes nothing."""
+    settings = _settings()
+    _require_current_schema(settings)
+    for _ in _read_jsonl(path):  # first pass: validate every line, write nothing
+        pass
+    db, clock = Database(settings.database_url), SystemClock()
+    tally: dict[str, int] = {}
+    chunk: list[ScrapeSubmission] = []
+
+    def flush() -> None:
+        now = clock.now()
+        prepared = scrape_storage.prepare_all(
+            chunk, now=now, max_body_bytes=settings.max_body_bytes
+        )
+        for r in db.run(
+            lambda uow: scrape_storage.store_and_hand_off(
+                uow, prepared, now=now, actor="client:cli"
+            )
+        ):
+            tally[r.outcome.value] = tally.get(r.outcome.value, 0) + 1
+        chunk.clear()
+
+    try:
+        for _, sub in _read_jsonl(path):
+            chunk.append(sub)
+            if len(chunk) >= batch:
+                flush()
+        if chunk:
+            flush()
+    except HandoffError as exc:
+        err.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from exc
+    out.print(json.dumps({"submitted": sum(tally.values()), "outcomes": tally}))
+    if inline:
+        ran = Worker(db, StoreTextHandler(db, clock), clock=clock).drain()
+        out.print(json.dumps({"ingested": ran}))
+
+
+@handoffs_app.command("stats")
+def handoffs_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Counts by state x reason code (every state and reason, zeros included)."""
+    settings = _settings()
+    _require_current_schema(settings)
+    counts = Database(settings.database_url).run(ingestion_handoff.stats, write=False)
+    if as_json:
+        out.print_json(json.dumps(counts))
+        return
+    table = Table(title="handoffs by state x reason code")
+    table.add_column("reason_code")
+    for state in HandoffState:
+        table.add_column(state.value, justify="right")
+    for reason in ReasonCode:
+        table.add_row(reason.value, *(str(counts[s.value][reason.value]) for s in HandoffState))
+    table.add_row("[b]total[/]", *(f"[b]{sum(counts[s.value].values())}[/]" for s in HandoffState))
+    out.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except HandoffError as exc:
+        err.print(f"[red]{exc.message}[/]")
+        sys.exit(1)

@@ -1,0 +1,1 @@
+"""Ingestion workers: the claim loop, heartbeats, the rescuer timer and graceful shutdown."""

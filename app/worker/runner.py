@@ -1,0 +1,272 @@
+"""The worker: claims batches, runs the handler on a thread pool, completes in batches,
+heartbeats its leases, runs the rescuer on a timer, and shuts down gracefully.
+
+One loop thread owns every database write of the worker (claim, complete, fail, heartbeat,
+rescue, release); handler threads only run handlers and hand results back through a queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from functools import partial
+from typing import TypeVar
+
+import structlog
+
+from app.db.uow import Database
+from app.domain.clock import Clock, SystemClock
+from app.domain.errors import LeaseLost
+from app.domain.failures import IngestionFailure, PermanentError, ThrottledError
+from app.domain.models import ClaimedJob, Lease
+from app.domain.records import matches_hash
+from app.domain.retry import RetryPolicy
+from app.domain.states import ReasonCode, RetryClass
+from app.services import ingestion
+from app.services.ingestion import Failure
+from app.worker.handler import IngestionHandler
+
+log = structlog.get_logger("handoff.worker")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    concurrency: int = 4
+    claim_batch: int = 32
+    lease: timedelta = timedelta(seconds=60)
+    heartbeat_every: float = 20.0
+    poll_every: float = 1.0
+    rescue_every: float = 15.0
+    shutdown_grace: float = 30.0
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    job: ClaimedJob
+    failure: Failure | None
+    seconds: float
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        handler: IngestionHandler,
+        *,
+        config: WorkerConfig | None = None,
+        clock: Clock | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.handler = handler
+        self.config = config or WorkerConfig()
+        self.clock = clock or SystemClock()
+        self.id = worker_id or f"{uuid.uuid4().hex[:8]}"
+        self.wake = threading.Event()
+        self._results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
+        self._inflight: dict[int, Lease] = {}
+        self._unsaved: list[_Result] = []  # finished jobs whose completion did not commit yet
+        self._rand = random.Random()
+
+    # -- one step at a time (inline mode, tests) ---------------------------------------------
+
+    def run_once(self, limit: int | None = None) -> int:
+        """Claim one batch, run it in this thread, finalize it. Returns how many ran."""
+        jobs = self._claim(limit or self.config.claim_batch)
+        for job in jobs:
+            self._results.put(self._execute(job))
+        self._settle()
+        return len(jobs)
+
+    def drain(self, max_batches: int = 1_000_000) -> int:
+        """Run batches until nothing is runnable now. Returns how many ran."""
+        total = 0
+        for _ in range(max_batches):
+            ran = self.run_once()
+            total += ran
+            if ran == 0:
+                break
+        return total
+
+    # -- the long-running loop ---------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until `stop` is set, then stop claiming, let in-flight jobs finish within the
+        grace period, and release what is left so another worker can take it at once."""
+        cfg = self.config
+        log.info("worker.started", worker_id=self.id, concurrency=cfg.concurrency)
+        next_beat = next_rescue = time.monotonic()
+        with ThreadPoolExecutor(cfg.concurrency, thread_name_prefix=f"handoff-{self.id}") as pool:
+            while not stop.is_set():
+                self._guarded(self._settle)
+                free = cfg.concurrency - len(self._inflight)
+                want = min(free, cfg.claim_batch)
+                claimed = self._guarded(partial(self._claim, want)) if want > 0 else []
+                for job in claimed or []:
+                    pool.submit(self._run_to_queue, job)
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._guarded(self._heartbeat)
+                    next_beat = now + cfg.heartbeat_every
+                if now >= next_rescue:
+                    self._guarded(self._rescue)
+                    next_rescue = now + cfg.rescue_every
+                if not claimed or len(claimed) < want:
+                    self.wake.wait(cfg.poll_every)  # a result, a NOTIFY or the poll tick
+                    self.wake.clear()
+            self._shutdown(pool)
+        log.info("worker.stopped", worker_id=self.id)
+
+    def _shutdown(self, pool: ThreadPoolExecutor) -> None:
+        deadline = time.monotonic() + self.config.shutdown_grace
+        while self._inflight and time.monotonic() < deadline:
+            self._guarded(self._settle)
+            self.wake.wait(0.05)
+            self.wake.clear()
+        self._guarded(self._settle)
+        if self._inflight:
+            leases = list(self._inflight.values())
+            now = self.clock.now()
+            self._guarded(
+                lambda: self.db.run(
+                    lambda uow: ingestion.release(uow, leases, now=now, worker_id=self.id)
+                )
+            )
+            log.info("worker.released", worker_id=self.id, count=len(leases))
+            self._inflight.clear()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def _claim(self, limit: int) -> list[ClaimedJob]:
+        if limit <= 0:
+            return []
+        now = self.clock.now()
+        jobs = self.db.run(
+            lambda uow: ingestion.claim(uow, self.id, limit, now=now, lease=self.config.lease)
+        )
+        for job in jobs:
+            self._inflight[job.handoff.id] = job.lease
+        return jobs
+
+    def _run_to_queue(self, job: ClaimedJob) -> None:
+        self._results.put(self._execute(job))
+        self.wake.set()
+
+    def _execute(self, job: ClaimedJob) -> _Result:
+        started = time.perf_counter()
+        failure: Failure | None = None
+        try:
+            _check_payload(job)
+            self.handler(job)
+        except ThrottledError as exc:
+            failure = Failure(RetryClass.THROTTLED, str(exc), retry_after=exc.retry_after)
+        except PermanentError as exc:
+            failure = Failure(RetryClass.PERMANENT, str(exc), reason=exc.reason)
+        except IngestionFailure as exc:
+            failure = Failure(exc.retry_class, str(exc))
+        except Exception as exc:  # a handler bug must not kill the worker: it is unclassified
+            failure = Failure(RetryClass.UNCLASSIFIED, f"{type(exc).__name__}: {exc}")
+        return _Result(job, failure, time.perf_counter() - started)
+
+    def _settle(self) -> None:
+        """Write the outcomes of finished jobs: successes in one batch, failures one by one."""
+        while True:
+            try:
+                self._unsaved.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        if not self._unsaved:
+            return
+        now = self.clock.now()
+        ok = [r.job.lease for r in self._unsaved if r.failure is None]
+        if ok:
+            kept = self.db.run(lambda uow: ingestion.complete(uow, ok, now=now, worker_id=self.id))
+            for lost in set(ok) - set(kept):
+                log.warning("worker.lease_lost", handoff_id=lost.handoff_id, lease_token=lost.token)
+        for result in [r for r in self._unsaved if r.failure is not None]:
+            self._fail(result)
+        for result in self._unsaved:
+            self._inflight.pop(result.job.handoff.id, None)
+        self._unsaved.clear()
+
+    def _fail(self, result: _Result) -> None:
+        failure = result.failure
+        assert failure is not None
+        try:
+            moved = self.db.run(
+                lambda uow: ingestion.fail(
+                    uow,
+                    result.job.lease,
+                    failure,
+                    now=self.clock.now(),
+                    worker_id=self.id,
+                    policy=self.config.policy,
+                    rand=self._rand.random,
+                )
+            )
+            log.info(
+                "worker.failed",
+                handoff_id=moved.id,
+                reference_id=moved.reference_id,
+                payload_hash=moved.payload_hash,
+                lease_token=result.job.lease.token,
+                state=moved.state.value,
+                reason_code=moved.reason_code.value,
+                error=failure.error,
+            )
+        except LeaseLost:
+            log.warning("worker.lease_lost", handoff_id=result.job.handoff.id)
+
+    def _heartbeat(self) -> None:
+        leases = list(self._inflight.values())
+        if not leases:
+            return
+        now = self.clock.now()
+        held = self.db.run(
+            lambda uow: ingestion.heartbeat(uow, leases, now=now, lease=self.config.lease)
+        )
+        for lease in leases:
+            if lease.handoff_id not in held:
+                # Its handler may still run; its completion will be refused by the fence.
+                log.warning(
+                    "worker.lease_lost", handoff_id=lease.handoff_id, lease_token=lease.token
+                )
+
+    def _rescue(self) -> None:
+        now = self.clock.now()
+        moved = self.db.run(lambda uow: ingestion.rescue(uow, now=now, policy=self.config.policy))
+        if moved:
+            log.info("rescuer.returned", count=len(moved), handoff_ids=[h.id for h in moved])
+
+    def _guarded(self, step: Callable[[], T]) -> T | None:
+        """Run a loop step; a database outage is logged and retried next tick, never fatal."""
+        try:
+            return step()
+        except Exception as exc:  # the loop must outlive outages; every failure is logged
+            log.error("worker.step_failed", step=getattr(step, "__name__", "step"), error=str(exc))
+            time.sleep(self.config.poll_every)
+            return None
+
+
+def _check_payload(job: ClaimedJob) -> None:
+    """The reference is the contract: the payload must still be there and match its hash."""
+    record = job.record
+    if record is None:
+        raise PermanentError(
+            "the scrape record of this handoff no longer exists", reason=ReasonCode.PAYLOAD_MISSING
+        )
+    if not matches_hash(record.body, record.content_type, record.fields, record.payload_hash):
+        raise PermanentError(
+            "the stored payload no longer matches its payload_hash",
+            reason=ReasonCode.PAYLOAD_HASH_MISMATCH,
+        )
