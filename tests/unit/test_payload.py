@@ -56,7 +56,7 @@ def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-# -- stability: the same content gives the same hash -----------------------------------------------
+# -- stability: the same content gives the same hash ----------------------------------------------
 
 
 def test_the_same_content_always_hashes_the_same() -> None:
@@ -116,7 +116,7 @@ def test_content_type_is_compared_after_normalising_case_quotes_and_extra_parame
     assert hash_of(content_type=None, headers={"Content-Type": "text/html; charset=UTF-8"}) == plain
 
 
-# -- what does change the hash ---------------------------------------------------------------------
+# -- what does change the hash --------------------------------------------------------------------
 
 
 def test_a_different_content_type_changes_the_hash() -> None:
@@ -140,7 +140,7 @@ def test_parts_are_framed_so_moving_bytes_between_them_changes_the_hash() -> Non
     assert payload.payload_hash(b"{}", "", None) != payload.payload_hash(b"", "", {})
 
 
-# -- content-encoding ------------------------------------------------------------------------------
+# -- content-encoding -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "br"])
@@ -222,7 +222,7 @@ def test_non_finite_numbers_in_fields_are_refused_naming_fields() -> None:
     assert caught.value.field == "fields"
 
 
-# -- the client's hash is verified, never trusted --------------------------------------------------
+# -- the client's hash is verified, never trusted -------------------------------------------------
 
 
 def test_a_client_hash_that_matches_is_accepted() -> None:
@@ -239,7 +239,7 @@ def test_a_client_hash_that_does_not_match_is_refused() -> None:
     assert caught.value.status == 422
 
 
-# -- canonical URLs and derived reference ids ------------------------------------------------------
+# -- canonical URLs and derived reference ids -----------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -288,7 +288,7 @@ def test_a_url_just_under_the_bound_is_kept_readable() -> None:
     assert derived.startswith(prefix)
 
 
-# -- reference id validation -----------------------------------------------------------------------
+# -- reference id validation ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

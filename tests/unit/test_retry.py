@@ -38,7 +38,7 @@ def test_the_defaults_are_measured_in_minutes_to_an_hour() -> None:
     assert POLICY.throttle_max_wait == timedelta(minutes=15)
 
 
-# -- transient -------------------------------------------------------------------------------------
+# -- transient ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("failures_before", "raw"), [(0, 30), (1, 60), (2, 120), (3, 240)])
@@ -93,7 +93,7 @@ def test_every_backoff_delay_lies_within_the_documented_jitter_bounds(
     assert raw / 2 - 1e-6 <= delay <= raw + 1e-6
 
 
-# -- unclassified ----------------------------------------------------------------------------------
+# -- unclassified ---------------------------------------------------------------------------------
 
 
 def test_unclassified_failures_retry_on_a_smaller_budget() -> None:
@@ -121,7 +121,7 @@ def test_unclassified_failures_retry_on_a_smaller_budget() -> None:
     assert POLICY.unclassified_max_failures < POLICY.transient_max_failures
 
 
-# -- permanent -------------------------------------------------------------------------------------
+# -- permanent ------------------------------------------------------------------------------------
 
 
 def test_a_permanent_failure_fails_at_once_with_the_generic_reason() -> None:
@@ -145,7 +145,7 @@ def test_a_permanent_failure_keeps_the_reason_the_worker_gave(reason: ReasonCode
     assert (decision.failures, decision.crashes) == (2, 1)  # nothing spent, nothing reset
 
 
-# -- throttled -------------------------------------------------------------------------------------
+# -- throttled ------------------------------------------------------------------------------------
 
 
 def test_throttling_honours_retry_after_and_spends_no_failures() -> None:
@@ -212,7 +212,7 @@ def test_a_retry_landing_exactly_on_the_deadline_is_still_allowed() -> None:
     assert decision.state is HandoffState.RETRY_WAIT
 
 
-# -- crash -----------------------------------------------------------------------------------------
+# -- crash ----------------------------------------------------------------------------------------
 
 
 def test_a_lost_lease_retries_after_the_fixed_crash_delay() -> None:
@@ -230,7 +230,7 @@ def test_the_crash_budget_ends_in_poison_suspected() -> None:
     assert decision.crashes == POLICY.crash_max
 
 
-# -- purity ----------------------------------------------------------------------------------------
+# -- purity ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("retry_class", list(RetryClass))
