@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -105,28 +104,41 @@ class Worker:
         cfg = self.config
         log.info("worker.started", worker_id=self.id, concurrency=cfg.concurrency)
         next_beat = next_rescue = time.monotonic()
-        with ThreadPoolExecutor(cfg.concurrency, thread_name_prefix=f"handoff-{self.id}") as pool:
-            while not stop.is_set():
-                self._guarded(self._settle)
-                free = cfg.concurrency - len(self._inflight)
-                want = min(free, cfg.claim_batch)
-                claimed = self._guarded(partial(self._claim, want)) if want > 0 else []
-                for job in claimed or []:
-                    pool.submit(self._run_to_queue, job)
-                now = time.monotonic()
-                if now >= next_beat:
-                    self._guarded(self._heartbeat)
-                    next_beat = now + cfg.heartbeat_every
-                if now >= next_rescue:
-                    self._guarded(self._rescue)
-                    next_rescue = now + cfg.rescue_every
-                if not claimed or len(claimed) < want:
-                    self.wake.wait(cfg.poll_every)  # a result, a NOTIFY or the poll tick
-                    self.wake.clear()
-            self._shutdown(pool)
+        jobs: queue.SimpleQueue[ClaimedJob] = queue.SimpleQueue()
+        # Daemon threads, not a ThreadPoolExecutor: a handler stuck past the grace period must
+        # not keep the process alive once its lease has been released.
+        for n in range(cfg.concurrency):
+            threading.Thread(
+                target=self._handler_thread,
+                args=(jobs,),
+                name=f"handoff-{self.id}-{n}",
+                daemon=True,
+            ).start()
+        while not stop.is_set():
+            self._guarded(self._settle)
+            want = min(cfg.concurrency - len(self._inflight), cfg.claim_batch)
+            claimed = self._guarded(partial(self._claim, want)) if want > 0 else []
+            for job in claimed or []:
+                jobs.put(job)
+            now = time.monotonic()
+            if now >= next_beat:
+                self._guarded(self._heartbeat)
+                next_beat = now + cfg.heartbeat_every
+            if now >= next_rescue:
+                self._guarded(self._rescue)
+                next_rescue = now + cfg.rescue_every
+            if not claimed or len(claimed) < want:
+                self.wake.wait(cfg.poll_every)  # a result, a NOTIFY or the poll tick
+                self.wake.clear()
+        self._shutdown()
         log.info("worker.stopped", worker_id=self.id)
 
-    def _shutdown(self, pool: ThreadPoolExecutor) -> None:
+    def _handler_thread(self, jobs: queue.SimpleQueue[ClaimedJob]) -> None:
+        while True:
+            self._results.put(self._execute(jobs.get()))
+            self.wake.set()
+
+    def _shutdown(self) -> None:
         deadline = time.monotonic() + self.config.shutdown_grace
         while self._inflight and time.monotonic() < deadline:
             self._guarded(self._settle)
@@ -143,7 +155,6 @@ class Worker:
             )
             log.info("worker.released", worker_id=self.id, count=len(leases))
             self._inflight.clear()
-        pool.shutdown(wait=False, cancel_futures=True)
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -157,10 +168,6 @@ class Worker:
         for job in jobs:
             self._inflight[job.handoff.id] = job.lease
         return jobs
-
-    def _run_to_queue(self, job: ClaimedJob) -> None:
-        self._results.put(self._execute(job))
-        self.wake.set()
 
     def _execute(self, job: ClaimedJob) -> _Result:
         started = time.perf_counter()
