@@ -105,7 +105,8 @@ def test_a_killed_workers_handoff_is_rescued_and_its_late_completion_refused(
     assert rescued == [handoff_id]
     with db.transaction(write=False) as uow:
         found = uow.handoffs.get(handoff_id)
-    assert found is not None and found.reason_code is ReasonCode.LEASE_EXPIRED
+    assert found is not None
+    assert found.reason_code is ReasonCode.LEASE_EXPIRED
 
     assert Worker(db, NoopHandler(), worker_id="survivor").drain() == 1
     assert state_of(db, handoff_id) is HandoffState.SUCCEEDED

@@ -1,0 +1,67 @@
+"""`handoff run` from an empty folder: SQLite by default, API and worker in one process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+HANDOFF = str(Path(sys.executable).with_name("handoff"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def poll(check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(0.1)
+
+
+def test_run_serves_on_sqlite_ingests_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+    proc = subprocess.Popen(
+        [HANDOFF, "run", "--port", str(port)],
+        cwd=tmp_path,
+        env={**env, "HANDOFF_POLL_SECONDS": "0.2"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        poll(lambda: httpx.get(f"{base}/readyz").status_code == 200)
+        record = {"source": "e2e", "url": "https://example.com/run", "body": "<p>run</p>"}
+        first = httpx.post(f"{base}/v1/scrape-records", json=record).json()["results"][0]
+        assert first["outcome"] == "created"
+        again = httpx.post(f"{base}/v1/scrape-records", json=record).json()["results"][0]
+        assert (again["outcome"], again["handoff_id"]) == ("duplicate", first["handoff_id"])
+
+        url = f"{base}/v1/handoffs/{first['handoff_id']}"
+        poll(lambda: httpx.get(url).json()["handoff"]["state"] == "succeeded")
+        stats = httpx.get(f"{base}/v1/handoffs/stats").json()
+        assert stats["totals"]["succeeded"] == 1
+        assert (tmp_path / "var" / "handoff.db").exists()  # the embedded default
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, output
+    assert "worker.stopped" in output
