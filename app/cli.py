@@ -152,7 +152,7 @@ def run(
     thread.start()
     err.print(f"Handoff API on http://{host}:{port} (OpenAPI at /docs); worker running")
     try:
-        uvicorn.run(create_app(settings), host=host, port=port)
+        uvicorn.run(create_app(settings, wake=the_worker.wake), host=host, port=port)
     finally:
         stop.set()
         thread.join()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,7 +24,11 @@ from app.worker.runner import Worker, WorkerConfig
 PROBLEM = "application/problem+json"
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, wake: threading.Event | None = None
+) -> FastAPI:
+    """The API. `wake`, when given, is set after each submission commits: it wakes a worker
+    running in this same process (`handoff run`) without waiting for its poll."""
     clock = clock or SystemClock()
 
     @asynccontextmanager
@@ -33,6 +38,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         app.state.db = db
         app.state.settings = settings
         app.state.clock = clock
+        app.state.wake = wake
         app.state.inline_worker = (
             Worker(db, StoreTextHandler(db, clock), config=WorkerConfig(), clock=clock)
             if settings.inline_ingestion

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -27,6 +28,11 @@ def _clock(request: Request) -> Clock:
     return clock
 
 
+def _wake(request: Request) -> threading.Event | None:
+    wake: threading.Event | None = request.app.state.wake
+    return wake
+
+
 def _inline(request: Request) -> Worker | None:
     worker: Worker | None = request.app.state.inline_worker
     return worker
@@ -36,3 +42,4 @@ DB = Annotated[Database, Depends(_db)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 AppClock = Annotated[Clock, Depends(_clock)]
 InlineWorker = Annotated[Worker | None, Depends(_inline)]
+WorkerWake = Annotated[threading.Event | None, Depends(_wake)]

@@ -8,7 +8,7 @@ what the constraints refuse instead of checking first and hoping.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,12 +41,20 @@ class EnqueueResult:
 
 
 def enqueue(
-    uow: UnitOfWork, records: Sequence[PreparedRecord], *, now: datetime, actor: str
+    uow: UnitOfWork,
+    records: Sequence[PreparedRecord],
+    *,
+    now: datetime,
+    actor: str,
+    new_records: Collection[tuple[str, str]] = frozenset(),
 ) -> list[EnqueueResult]:
     """Hand off persisted versions; one result per record, in the order given.
 
     Idempotent forever: a pair seen before returns `duplicate` with its stored state and first
-    outcome. Locks only the rows of the references involved; does not commit.
+    outcome. `new_records` names pairs whose scrape record this transaction just created: they
+    cannot have a handoff yet, so they skip the look-up (if one exists anyway, the pair key
+    refuses the insert and the row-by-row path finds it). Locks only the rows of the
+    references involved; does not commit.
     """
     ordered = sorted(
         {(r.reference_id, r.payload_hash): r for r in records}.values(),
@@ -54,7 +62,7 @@ def enqueue(
         key=lambda r: (r.reference_id, r.fetched_at, r.payload_hash),
     )
     pairs = [(r.reference_id, r.payload_hash) for r in ordered]
-    existing = uow.handoffs.by_pairs(pairs)
+    existing = uow.handoffs.by_pairs(p for p in pairs if p not in new_records)
     latest = uow.handoffs.latest_fetched({r.reference_id for r in ordered})
     results: dict[tuple[str, str], EnqueueResult] = {}
     fresh: list[PreparedRecord] = []
@@ -237,6 +245,13 @@ def cancel(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Ha
     uow.handoffs.add_events(
         [NewEvent(handoff_id, actor, current.state, moved.state, moved.reason_code)], now
     )
+    if current.state is HandoffState.RUNNING:  # close the attempt the worker can no longer end
+        uow.jobs.finish(
+            [(handoff_id, current.lease_token)],
+            outcome="cancelled",
+            now=now,
+            reason_code=ReasonCode.OPERATOR_CANCELLED.value,
+        )
     if current.state in ACTIVE_STATES:
         promote_waiting(uow, [moved.reference_id], now=now, actor=actor)
     return moved

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
-from app.api.deps import DB, AppClock, AppSettings, InlineWorker
+from app.api.deps import DB, AppClock, AppSettings, InlineWorker, WorkerWake
 from app.domain.errors import InvalidInput
 from app.domain.records import ScrapeSubmission
 from app.domain.states import EnqueueOutcome, HandoffState
@@ -40,6 +40,7 @@ def submit_records(
     clock: AppClock,
     settings: AppSettings,
     inline: InlineWorker,
+    wake: WorkerWake,
 ) -> SubmitResponse:
     """Persist one record, or a batch as `{"records": [...]}`, and hand each version off.
 
@@ -56,6 +57,8 @@ def submit_records(
     )
     if inline is not None:
         inline.drain()
+    if wake is not None:
+        wake.set()
     return SubmitResponse(
         results=[
             SubmitResult(
