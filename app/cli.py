@@ -7,7 +7,6 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -70,24 +69,12 @@ def migrate(
     )
 
 
-def _worker_config(settings: Settings, concurrency: int | None) -> WorkerConfig:
-    return WorkerConfig(
-        concurrency=concurrency or settings.worker_concurrency,
-        claim_batch=settings.claim_batch,
-        lease=timedelta(seconds=settings.lease_seconds),
-        heartbeat_every=settings.heartbeat_seconds,
-        poll_every=settings.poll_seconds,
-        rescue_every=settings.rescue_seconds,
-        shutdown_grace=settings.shutdown_grace_seconds,
-    )
-
-
 def _start_worker(settings: Settings, concurrency: int | None, stop: threading.Event) -> Worker:
-    db = Database(settings.database_url, pool_size=2)
+    config = WorkerConfig.from_settings(settings, concurrency)
+    # The loop thread, the listener and every handler thread may each hold a connection.
+    db = Database(settings.database_url, pool_size=config.concurrency + 2)
     clock = SystemClock()
-    worker = Worker(
-        db, StoreTextHandler(db, clock), config=_worker_config(settings, concurrency), clock=clock
-    )
+    worker = Worker(db, StoreTextHandler(db, clock), config=config, clock=clock)
     if not settings.is_sqlite:
         Listener(settings.database_url, worker.wake, stop).start()
     return worker
@@ -212,7 +199,8 @@ def submit(
         raise typer.Exit(1) from exc
     out.print(json.dumps({"submitted": sum(tally.values()), "outcomes": tally}))
     if inline:
-        ran = Worker(db, StoreTextHandler(db, clock), clock=clock).drain()
+        config = WorkerConfig.from_settings(settings)
+        ran = Worker(db, StoreTextHandler(db, clock), config=config, clock=clock).drain()
         out.print(json.dumps({"ingested": ran}))
 
 

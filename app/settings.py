@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=1.0, gt=0)
     rescue_seconds: float = Field(default=15.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    job_timeout_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="A job running longer stops being heartbeated; its "
+        "lease then expires and the rescuer counts a crash.",
+    )
     claim_batch: int = Field(default=32, ge=1, le=1000)
     inline_ingestion: bool = False
 
@@ -39,6 +45,14 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
             raise ValueError("database_url must start with sqlite:// or postgresql://")
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> Settings:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                "heartbeat_seconds must be shorter than lease_seconds, or live leases expire"
+            )
+        return self
 
     @property
     def is_sqlite(self) -> bool:

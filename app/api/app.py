@@ -40,7 +40,12 @@ def create_app(
         app.state.clock = clock
         app.state.wake = wake
         app.state.inline_worker = (
-            Worker(db, StoreTextHandler(db, clock), config=WorkerConfig(), clock=clock)
+            Worker(
+                db,
+                StoreTextHandler(db, clock),
+                config=WorkerConfig.from_settings(settings),
+                clock=clock,
+            )
             if settings.inline_ingestion
             else None
         )

@@ -101,6 +101,18 @@ class HandoffStore:
 
     # -- writes ------------------------------------------------------------------------------
 
+    def lock_running(self, handoff_id: int) -> bool:
+        """Lock a handoff while it is still running (until commit); False if it is not.
+
+        Queueing a payload behind a running one takes this lock first, so the worker's
+        finalize of that row waits for us and its promotion then sees our waiting row."""
+        row = self.conn.execute(
+            select(handoffs.c.id)
+            .where(handoffs.c.id == handoff_id, handoffs.c.state == _RUNNING)
+            .with_for_update()
+        ).first()
+        return row is not None
+
     def insert(self, rows: Sequence[Mapping[str, Any]]) -> list[Handoff]:
         """Insert handoffs; a row that trips any unique constraint (the pair key, one active or
         one waiting per reference) is skipped, not raised. Returns the rows inserted."""

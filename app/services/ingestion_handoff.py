@@ -113,6 +113,8 @@ def _enqueue_contended(
         active = next((h for h in unfinished if h.state in ACTIVE_STATES), None)
         waiting = next((h for h in unfinished if h.state is HandoffState.WAITING), None)
         if active is not None and active.state is HandoffState.RUNNING:
+            if not uow.handoffs.lock_running(active.id):
+                continue  # it finished meanwhile: look again
             return _queue_behind(uow, rec, waiting, now=now, actor=actor)
         outcome = _replace_not_started(uow, [h for h in (active, waiting) if h], now, actor)
         if outcome is None:

@@ -30,6 +30,7 @@ from app.domain.retry import RetryPolicy
 from app.domain.states import ReasonCode, RetryClass
 from app.services import ingestion
 from app.services.ingestion import Failure
+from app.settings import Settings
 from app.worker.handler import IngestionHandler
 
 log = structlog.get_logger("handoff.worker")
@@ -45,7 +46,21 @@ class WorkerConfig:
     poll_every: float = 1.0
     rescue_every: float = 15.0
     shutdown_grace: float = 30.0
+    job_timeout: float = 900.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, concurrency: int | None = None) -> WorkerConfig:
+        return cls(
+            concurrency=concurrency or settings.worker_concurrency,
+            claim_batch=settings.claim_batch,
+            lease=timedelta(seconds=settings.lease_seconds),
+            heartbeat_every=settings.heartbeat_seconds,
+            poll_every=settings.poll_seconds,
+            rescue_every=settings.rescue_seconds,
+            shutdown_grace=settings.shutdown_grace_seconds,
+            job_timeout=settings.job_timeout_seconds,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +88,7 @@ class Worker:
         self.wake = threading.Event()
         self._results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
         self._inflight: dict[int, Lease] = {}
+        self._started: dict[int, float] = {}  # handoff id -> monotonic claim time
         self._unsaved: list[_Result] = []  # finished jobs whose completion did not commit yet
         self._rand = random.Random()
 
@@ -140,8 +156,12 @@ class Worker:
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.config.shutdown_grace
+        next_beat = time.monotonic() + self.config.heartbeat_every
         while self._inflight and time.monotonic() < deadline:
             self._guarded(self._settle)
+            if time.monotonic() >= next_beat:  # a grace longer than the lease stays safe
+                self._guarded(self._heartbeat)
+                next_beat = time.monotonic() + self.config.heartbeat_every
             self.wake.wait(0.05)
             self.wake.clear()
         self._guarded(self._settle)
@@ -155,6 +175,7 @@ class Worker:
             )
             log.info("worker.released", worker_id=self.id, count=len(leases))
             self._inflight.clear()
+            self._started.clear()
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -165,8 +186,10 @@ class Worker:
         jobs = self.db.run(
             lambda uow: ingestion.claim(uow, self.id, limit, now=now, lease=self.config.lease)
         )
+        started = time.monotonic()
         for job in jobs:
             self._inflight[job.handoff.id] = job.lease
+            self._started[job.handoff.id] = started
         return jobs
 
     def _execute(self, job: ClaimedJob) -> _Result:
@@ -204,6 +227,7 @@ class Worker:
             self._fail(result)
         for result in self._unsaved:
             self._inflight.pop(result.job.handoff.id, None)
+            self._started.pop(result.job.handoff.id, None)
         self._unsaved.clear()
 
     def _fail(self, result: _Result) -> None:
@@ -235,6 +259,14 @@ class Worker:
             log.warning("worker.lease_lost", handoff_id=result.job.handoff.id)
 
     def _heartbeat(self) -> None:
+        """Extend the leases of jobs in flight, except those past `job_timeout`: a hung
+        handler's lease runs out, and the rescuer counts a crash against its budget."""
+        cutoff = time.monotonic() - self.config.job_timeout
+        overdue = [i for i, t in self._started.items() if t < cutoff and i in self._inflight]
+        for handoff_id in overdue:
+            log.warning("worker.job_timeout", handoff_id=handoff_id, worker_id=self.id)
+            del self._inflight[handoff_id]
+            del self._started[handoff_id]
         leases = list(self._inflight.values())
         if not leases:
             return
