@@ -71,7 +71,8 @@ def migrate(
 
 def _start_worker(settings: Settings, concurrency: int | None, stop: threading.Event) -> Worker:
     config = WorkerConfig.from_settings(settings, concurrency)
-    # The loop thread, the listener and every handler thread may each hold a connection.
+    # The loop thread and every handler thread may each hold a pooled connection (the
+    # listener opens its own).
     db = Database(settings.database_url, pool_size=config.concurrency + 2)
     clock = SystemClock()
     worker = Worker(db, StoreTextHandler(db, clock), config=config, clock=clock)

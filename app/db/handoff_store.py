@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 
 from app.db.rows import to_event, to_handoff, upsert_insert
 from app.db.tables import handoff_events, handoffs
+from app.domain.errors import Conflict
 from app.domain.models import Handoff, HandoffEvent, Lease, NewEvent
 from app.domain.states import ACTIVE_STATES, RUNNABLE_STATES, HandoffState, ReasonCode
 
@@ -44,6 +46,14 @@ class HandoffStore:
         key = tuple_(handoffs.c.reference_id, handoffs.c.payload_hash)
         rows = self.conn.execute(select(handoffs).where(key.in_(wanted)))
         return {(r.reference_id, r.payload_hash): to_handoff(r) for r in rows}
+
+    def states_of(self, ids: Collection[int]) -> dict[int, HandoffState]:
+        if not ids:
+            return {}
+        rows = self.conn.execute(
+            select(handoffs.c.id, handoffs.c.state).where(handoffs.c.id.in_(list(ids)))
+        )
+        return {r.id: HandoffState(r.state) for r in rows}
 
     def latest_fetched(self, reference_ids: Collection[str]) -> dict[str, datetime]:
         """The newest fetched_at handed off so far, per reference."""
@@ -134,6 +144,20 @@ class HandoffStore:
             .returning(*handoffs.c)
         ).first()
         return None if row is None else to_handoff(row)
+
+    def requeue(
+        self, handoff_id: int, from_states: Collection[HandoffState], values: Mapping[str, Any]
+    ) -> Handoff | None:
+        """Like `transition` into an active state, but a reference that gained active work
+        meanwhile (the one-active index refuses the row) raises Conflict instead of aborting
+        the transaction: the UPDATE runs in a savepoint."""
+        try:
+            with self.conn.begin_nested():
+                return self.transition(handoff_id, from_states, values)
+        except IntegrityError as exc:
+            raise Conflict(
+                f"handoff {handoff_id}: its reference gained active work meanwhile; look again"
+            ) from exc
 
     def add_events(self, events: Sequence[NewEvent], at: datetime) -> None:
         if not events:

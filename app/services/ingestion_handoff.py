@@ -9,7 +9,7 @@ what the constraints refuse instead of checking first and hoping.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -88,9 +88,17 @@ def enqueue(
     uow.handoffs.add_events(events, now)
     for h in inserted:
         results[(h.reference_id, h.payload_hash)] = _result(h, h.enqueue_outcome)
+    contended = set()
     for rec, pair in zip(ordered, pairs, strict=True):
         if pair not in results:  # a constraint refused the fast path: resolve it row by row
             results[pair] = _enqueue_contended(uow, rec, now=now, actor=actor)
+            contended.add(rec.reference_id)
+    if contended:  # a later version in this batch may have moved an earlier one: re-read
+        ids = [r.handoff_id for r in results.values() if r.reference_id in contended]
+        final = uow.handoffs.states_of(ids)
+        results = {
+            p: replace(r, state=final.get(r.handoff_id, r.state)) for p, r in results.items()
+        }
     return [results[(r.reference_id, r.payload_hash)] for r in records]
 
 
@@ -286,7 +294,7 @@ def retry(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Han
         "finished_at": None,
         "updated_at": now,
     }
-    moved = uow.handoffs.transition(handoff_id, {current.state}, values)
+    moved = uow.handoffs.requeue(handoff_id, {current.state}, values)
     if moved is None:
         raise Conflict(f"handoff {handoff_id} changed state meanwhile; look again")
     uow.handoffs.add_events(
