@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -77,13 +78,33 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
-            for e in exc.errors()
-        ]
+        errors = _field_errors(exc)
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         return _problem(422, "InvalidInput", detail, errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _problem(exc.status_code, "HTTPError", str(exc.detail))
+
+
+_FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    """Errors as `{field, message}`, fields written as a client knows them (`records.2.url`).
+
+    The submission body may be one record or a batch, so pydantic reports both shapes, each
+    under a branch label (`SubmitBatch`, `function-after[…, ScrapeSubmission]`). Only the
+    shape the client sent is kept (a batch is an object with `records`), without labels."""
+    batch = isinstance(exc.body, dict) and "records" in exc.body
+    out: list[dict[str, str]] = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        label = loc[1] if len(loc) > 1 and not _FIELD.match(loc[1]) else None
+        if label is not None and ("SubmitBatch" in label) != batch:
+            continue  # an error of the shape the client did not send
+        parts = [p for p in loc[1:] if p != label]
+        item = {"field": ".".join(parts) or loc[0], "message": str(error["msg"])}
+        if item not in out:
+            out.append(item)
+    return out or [{"field": "body", "message": "invalid request body"}]
