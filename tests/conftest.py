@@ -76,3 +76,25 @@ def db(db_url: str) -> Iterator[Database]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """A PostgreSQL database with no schema at all (no migration applied)."""
+    name = f"handoff_e_{uuid.uuid4().hex[:12]}"
+    _admin(f"CREATE DATABASE {name}")
+    yield _pg_url(name)
+    _admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def empty_sqlite_url(tmp_path: Path) -> str:
+    """A SQLite path where no database exists yet."""
+    return f"sqlite:///{tmp_path / 'fresh' / 'handoff.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_db_url(request: pytest.FixtureRequest) -> str:
+    """An unmigrated database URL, once per engine: what `handoff migrate` starts from."""
+    name = "empty_sqlite_url" if request.param == "sqlite" else "empty_pg_url"
+    return str(request.getfixturevalue(name))

@@ -1,0 +1,215 @@
+"""Migrations on both engines: idempotent, safe to run from several processes at once, giving
+exactly the schema app/db/tables.py and the stores rely on."""
+
+from __future__ import annotations
+
+import multiprocessing
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Integer, LargeBinary, inspect
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeEngine
+
+from app.db import migrations
+from app.db.tables import metadata
+from app.db.uow import Database
+from app.domain.errors import SchemaOutdated
+from app.domain.states import ACTIVE_STATES, HandoffState
+from tests.conftest import MIGRATIONS
+from tests.services import migrate_procs
+
+SPAWN = multiprocessing.get_context("spawn")
+ALL_IDS = sorted(p.stem for p in MIGRATIONS.glob("*.sql"))
+
+#: What the stores rely on beyond tables.py: ON CONFLICT targets and the one-slot rules.
+UNIQUE_CONSTRAINTS = {
+    "scrape_records": {"scrape_records_version_key": ["reference_id", "payload_hash"]},
+    "ingestion_handoffs": {"ingestion_handoffs_pair_key": ["reference_id", "payload_hash"]},
+    "handoff_events": {},
+    "ingestion_jobs": {"ingestion_jobs_lease_key": ["handoff_id", "lease_token"]},
+    "documents": {"documents_version_key": ["reference_id", "payload_hash"]},
+}
+#: Index name -> (columns, unique, the states its WHERE names, or None for a full index).
+INDEXES: dict[str, dict[str, tuple[list[str], bool, set[str] | None]]] = {
+    "scrape_records": {"scrape_records_source_idx": (["source", "created_at"], False, None)},
+    "ingestion_handoffs": {
+        "ingestion_handoffs_one_active": (
+            ["reference_id"],
+            True,
+            {s.value for s in ACTIVE_STATES},
+        ),
+        "ingestion_handoffs_one_waiting": (["reference_id"], True, {HandoffState.WAITING.value}),
+        "ingestion_handoffs_runnable": (["run_after", "id"], False, {"queued", "retry_wait"}),
+        "ingestion_handoffs_leases": (["lease_expires_at"], False, {"running"}),
+    },
+    "handoff_events": {"handoff_events_handoff_idx": (["handoff_id", "id"], False, None)},
+    "ingestion_jobs": {},
+    "documents": {},
+}
+
+
+def app_tables(url: str) -> dict[str, Any]:
+    """The reflected schema of the application's tables (yoyo's bookkeeping left out)."""
+    db = Database(url)
+    try:
+        insp = inspect(db.engine)
+        names = [n for n in insp.get_table_names() if not n.startswith(("_yoyo", "yoyo"))]
+        return {
+            name: {
+                "columns": insp.get_columns(name),
+                "pk": insp.get_pk_constraint(name)["constrained_columns"],
+                "unique": insp.get_unique_constraints(name),
+                "indexes": insp.get_indexes(name),
+            }
+            for name in names
+        }
+    finally:
+        db.dispose()
+
+
+def summary(url: str) -> dict[str, Any]:
+    """The reflected schema as plain, comparable values."""
+    return {
+        name: (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in t["columns"]],
+            sorted(u["name"] for u in t["unique"]),
+            sorted(i["name"] for i in t["indexes"]),
+        )
+        for name, t in app_tables(url).items()
+    }
+
+
+def sqlite_storage(type_: TypeEngine[Any]) -> str:
+    """The type a SQLite migration declares for a column of this SQLAlchemy type."""
+    if isinstance(type_, Integer):
+        return "INTEGER"
+    if isinstance(type_, LargeBinary):
+        return "BLOB"
+    return "TEXT"  # text, JSON and timestamps (SQLAlchemy stores those as ISO text)
+
+
+def where_states(options: dict[str, Any]) -> set[str] | None:
+    where = options.get("postgresql_where", options.get("sqlite_where"))
+    return None if where is None else set(re.findall(r"'([a-z_]+)'", str(where)))
+
+
+# -- applying -------------------------------------------------------------------------------------
+
+
+def test_applying_twice_is_a_no_op(empty_db_url: str) -> None:
+    assert migrations.pending(empty_db_url, MIGRATIONS) == ALL_IDS
+    assert migrations.apply(empty_db_url, MIGRATIONS) == ALL_IDS
+    schema = summary(empty_db_url)
+    assert set(schema) == set(metadata.tables)
+    assert migrations.apply(empty_db_url, MIGRATIONS) == []
+    assert migrations.pending(empty_db_url, MIGRATIONS) == []
+    assert summary(empty_db_url) == schema
+
+
+def test_both_engines_have_the_same_migrations() -> None:
+    assert sorted(p.stem for p in (MIGRATIONS / "sqlite").glob("*.sql")) == ALL_IDS
+    assert len(ALL_IDS) >= 3
+
+
+@pytest.mark.slow
+def test_processes_migrating_a_fresh_database_at_once_all_succeed_and_apply_it_once(
+    empty_db_url: str,
+) -> None:
+    processes = 3
+    barrier = SPAWN.Barrier(processes)
+    results: Any = SPAWN.Queue()
+    procs = [
+        SPAWN.Process(
+            target=migrate_procs.migrate, args=(empty_db_url, MIGRATIONS, barrier, results)
+        )
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=60)
+    errors = [o for o in outcomes if isinstance(o, str)]
+    assert errors == []
+    applied: list[str] = [m for o in outcomes if isinstance(o, list) for m in o]
+    assert sorted(applied) == ALL_IDS  # every migration applied by exactly one process
+    assert migrations.pending(empty_db_url, MIGRATIONS) == []
+    assert set(app_tables(empty_db_url)) == set(metadata.tables)
+
+
+# -- the schema -----------------------------------------------------------------------------------
+
+
+def test_the_migrated_schema_has_exactly_the_tables_and_columns_of_tables_py(db_url: str) -> None:
+    reflected = app_tables(db_url)
+    assert set(reflected) == set(metadata.tables)
+    postgres = db_url.startswith("postgresql")
+    for name, table in metadata.tables.items():
+        columns = {c["name"]: c for c in reflected[name]["columns"]}
+        assert list(columns) == [c.name for c in table.columns], name
+        assert reflected[name]["pk"] == [c.name for c in table.primary_key], name
+        for column in table.columns:
+            found = columns[column.name]
+            where = f"{name}.{column.name}"
+            if not column.primary_key:  # SQLite reports its rowid key as nullable
+                assert found["nullable"] == column.nullable, where
+            if postgres:
+                dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+                assert found["type"].compile(dialect) == column.type.compile(dialect), where
+            else:
+                assert str(found["type"]) == sqlite_storage(column.type), where
+
+
+def test_the_migrated_schema_has_the_unique_constraints_the_stores_rely_on(db_url: str) -> None:
+    reflected = app_tables(db_url)
+    for name, expected in UNIQUE_CONSTRAINTS.items():
+        found = {u["name"]: u["column_names"] for u in reflected[name]["unique"]}
+        assert found == expected, name
+
+
+def test_the_migrated_schema_has_the_partial_unique_and_lookup_indexes(db_url: str) -> None:
+    reflected = app_tables(db_url)
+    for name, expected in INDEXES.items():
+        found = {
+            i["name"]: (i["column_names"], bool(i["unique"]), where_states(i["dialect_options"]))
+            for i in reflected[name]["indexes"]
+            if not i.get("duplicates_constraint")  # PostgreSQL lists unique constraints too
+        }
+        assert found == expected, name
+
+
+# -- refusing to run on an old schema -------------------------------------------------------------
+
+
+def test_ensure_current_refuses_an_unmigrated_database_naming_handoff_migrate(
+    empty_db_url: str,
+) -> None:
+    with pytest.raises(SchemaOutdated) as caught:
+        migrations.ensure_current(empty_db_url, MIGRATIONS)
+    assert "handoff migrate" in caught.value.message
+    assert f"{len(ALL_IDS)} migration(s) pending" in caught.value.message
+    assert caught.value.status == 503
+    migrations.apply(empty_db_url, MIGRATIONS)
+    migrations.ensure_current(empty_db_url, MIGRATIONS)  # current now: no error
+
+
+def test_ensure_current_names_the_migration_a_database_is_missing(
+    empty_db_url: str, tmp_path: Path
+) -> None:
+    older = tmp_path / "older"
+    (older / "sqlite").mkdir(parents=True)
+    for path in [*sorted(MIGRATIONS.glob("*.sql"))[:-1]]:
+        shutil.copy(path, older / path.name)
+        shutil.copy(MIGRATIONS / "sqlite" / path.name, older / "sqlite" / path.name)
+    migrations.apply(empty_db_url, older)  # as deployed by the previous release
+    migrations.ensure_current(empty_db_url, older)
+    with pytest.raises(SchemaOutdated) as caught:
+        migrations.ensure_current(empty_db_url, MIGRATIONS)
+    assert ALL_IDS[-1] in caught.value.message
+    assert ALL_IDS[0] not in caught.value.message
+    assert "handoff migrate" in caught.value.message
+    assert migrations.apply(empty_db_url, MIGRATIONS) == [ALL_IDS[-1]]
