@@ -590,8 +590,8 @@ def test_a_batch_with_several_versions_of_one_reference_keeps_only_the_newest_ac
 
 
 def test_a_batch_reports_the_state_each_version_ends_in(db: Database, clock: FakeClock) -> None:
-    """KNOWN BUG (app/services/ingestion_handoff.py, enqueue): a version superseded later in the
-    same batch is reported with the state it had when inserted (`queued`), not its final state."""
+    """Regression: a version superseded later in the same batch was reported with the state it
+    had when inserted (`queued`), not the state it ends the call in."""
     results = hand_off(
         db,
         clock,

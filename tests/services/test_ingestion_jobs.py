@@ -617,8 +617,8 @@ def test_a_cancelled_running_handoff_fences_out_its_worker(db: Database, clock: 
 def test_cancelling_a_running_handoff_closes_its_attempt_as_cancelled(
     db: Database, clock: FakeClock
 ) -> None:
-    """KNOWN BUG (app/services/ingestion_handoff.py, cancel): the attempt row of a cancelled
-    running handoff is never closed: its worker is fenced out, so nothing ever finishes it."""
+    """Regression: the attempt row of a cancelled running handoff was never closed (its worker
+    is fenced out, so nothing else would ever finish it)."""
     handoff_id = queued(db, clock)
     job = claim_one(db, clock)
     cancel(db, clock, handoff_id)
@@ -705,10 +705,10 @@ def test_only_failed_or_cancelled_handoffs_can_be_retried(
 def test_an_operator_retry_racing_an_enqueue_is_a_conflict_not_a_crash(
     pg_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """KNOWN BUG (app/services/ingestion_handoff.py, retry): the "no active work" check and the
-    UPDATE are separate; an enqueue committed in between makes the UPDATE violate
-    ingestion_handoffs_one_active, which escapes as an IntegrityError (a 500) instead of Conflict.
-    PostgreSQL only: on SQLite the operator's BEGIN IMMEDIATE keeps the enqueue out."""
+    """Regression: the "no active work" check and the UPDATE are separate; an enqueue committed
+    in between made the UPDATE violate ingestion_handoffs_one_active, which escaped as an
+    IntegrityError (a 500) instead of Conflict. PostgreSQL only: on SQLite the operator's
+    BEGIN IMMEDIATE keeps the enqueue out."""
     db = Database(pg_url)
     try:
         old = hand_off_one(db, clock, version("sku-1", "old", fetched_at=at(0))).handoff_id

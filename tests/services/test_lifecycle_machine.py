@@ -5,10 +5,11 @@ heartbeat, complete, fail (every retry class), release, rescue, cancel, operator
 moves. After every step the invariants in `the_ledger_holds` must hold, and every finalize that
 presents a lease token that is not current must be refused and change nothing.
 
-"A waiting row exists only while its reference has a running row" is asserted as is: it is true
-of the design when transitions run one after another (every path that ends or requeues a running
-row settles the waiting one in the same transaction), which is what this machine drives.
-Concurrent transactions on PostgreSQL can break it today; see test_concurrent_enqueue.py.
+"A waiting row exists only while its reference has a running row" is asserted as is: every path
+that ends or requeues a running row settles the waiting one in the same transaction, so it holds
+for transitions run one after another, which is what this machine drives. Under concurrency it
+also rests on enqueue locking the running row before queueing behind it; the multi-process run in
+test_concurrent_enqueue.py checks that no waiting row is left stranded.
 """
 
 from __future__ import annotations
