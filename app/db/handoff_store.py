@@ -296,6 +296,7 @@ class HandoffStore:
                 lease_owner=None,
                 lease_expires_at=None,
                 last_error="lease expired",
+                throttled_since=None,  # a crash ends a throttling spell, as decide() says
                 updated_at=now,
             )
             .returning(*handoffs.c)

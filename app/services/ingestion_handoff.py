@@ -268,8 +268,9 @@ def cancel(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Ha
 
 
 def retry(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Handoff:
-    """Queue a failed or cancelled handoff again with fresh budgets (409 if its reference
-    already has active work)."""
+    """Queue a failed or cancelled handoff again with fresh budgets. Conflict (409) if its
+    reference has active work, or if a newer version of it was handed off since (retrying
+    would ingest stale content over newer)."""
     current = _get(uow, handoff_id)
     if current.state not in (HandoffState.FAILED, HandoffState.CANCELLED):
         raise Conflict(
@@ -283,6 +284,12 @@ def retry(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Han
         raise Conflict(
             f"reference {current.reference_id!r} already has active handoff {active[0].id} "
             f"({active[0].state.value})"
+        )
+    latest = uow.handoffs.latest_fetched([current.reference_id])[current.reference_id]
+    if current.fetched_at < latest:
+        raise Conflict(
+            f"handoff {handoff_id} holds an older version of {current.reference_id!r} than one "
+            "already handed off; retrying it would ingest stale content"
         )
     values = {
         "state": HandoffState.QUEUED.value,

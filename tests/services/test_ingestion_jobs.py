@@ -682,9 +682,12 @@ def test_an_operator_retry_is_refused_while_the_reference_has_active_work(
         retry(db, clock, old)
     assert str(newer) in caught.value.message
     assert {h.id: h for h in of_reference(db, "sku-1")} == before
-    # Once the newer one is done, the old one may be retried.
+    # Once the newer one is done, the old one still may not run: it would ingest stale content.
     complete(db, clock, claim_one(db, clock).lease)
-    assert retry(db, clock, old).state is Q
+    with pytest.raises(Conflict) as stale:
+        retry(db, clock, old)
+    assert "older version" in stale.value.message
+    assert get(db, old).state is F
 
 
 @pytest.mark.parametrize("state", ["queued", "running", "succeeded"])
