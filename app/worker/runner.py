@@ -121,6 +121,8 @@ class Worker:
         log.info("worker.started", worker_id=self.id, concurrency=cfg.concurrency)
         next_beat = next_rescue = time.monotonic()
         jobs: queue.SimpleQueue[ClaimedJob] = queue.SimpleQueue()
+        # Stopping must not wait out a poll interval: the stop signal also wakes the loop.
+        threading.Thread(target=lambda: (stop.wait(), self.wake.set()), daemon=True).start()
         # Daemon threads, not a ThreadPoolExecutor: a handler stuck past the grace period must
         # not keep the process alive once its lease has been released.
         for n in range(cfg.concurrency):
