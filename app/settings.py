@@ -32,6 +32,13 @@ class Settings(BaseSettings):
         description="A job running longer stops being heartbeated; its "
         "lease then expires and the rescuer counts a crash.",
     )
+    prefetch: int = Field(
+        default=16,
+        ge=0,
+        le=1000,
+        description="Jobs a worker leases ahead of its free "
+        "handler threads; 0 for long jobs spread over many workers.",
+    )
     claim_batch: int = Field(default=32, ge=1, le=1000)
     inline_ingestion: bool = False
 

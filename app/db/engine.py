@@ -21,7 +21,12 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url.database or "")
     return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        # No pre-ping (a round trip per transaction): a dropped connection fails its
+        # transaction, which callers retry (the worker loop) or answer with a 503 (the API).
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
     )
 
 

@@ -68,7 +68,11 @@ class Database:
                 with self.transaction(write=write) as uow:
                     return work(uow)
             except DBAPIError as exc:
+                if exc.connection_invalidated and attempt < retries:
+                    continue  # the server dropped a pooled connection; the pool has a new one
                 if attempt == retries or _sqlstate(exc) not in _RETRYABLE_SQLSTATES:
+                    if isinstance(exc, OperationalError):
+                        raise DatabaseUnavailable(f"the database failed: {exc.orig}") from exc
                     raise
             except Contention:
                 if attempt == retries:

@@ -1,8 +1,11 @@
-"""The worker: claims batches, runs the handler on a thread pool, completes in batches,
+"""The worker: claims batches, runs the handler on a pool of threads, completes in batches,
 heartbeats its leases, runs the rescuer on a timer, and shuts down gracefully.
 
-One loop thread owns every database write of the worker (claim, complete, fail, heartbeat,
-rescue, release); handler threads only run handlers and hand results back through a queue.
+One loop thread owns every database write of the worker; handler threads only run handlers and
+hand results back through a queue. Each turn of the loop commits the finished jobs and claims
+the next batch in one transaction, so a busy worker spends one commit per batch, not two per
+job. The worker leases up to `concurrency + prefetch` jobs: the prefetched ones wait in memory
+for a free handler thread, so a batch is not limited to the threads that happen to be idle.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import TypeVar
 
 import structlog
 
-from app.db.uow import Database
+from app.db.uow import Database, UnitOfWork
 from app.domain.clock import Clock, SystemClock
 from app.domain.errors import LeaseLost
 from app.domain.failures import IngestionFailure, PermanentError, ThrottledError
@@ -40,6 +43,7 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     concurrency: int = 4
+    prefetch: int = 16
     claim_batch: int = 32
     lease: timedelta = timedelta(seconds=60)
     heartbeat_every: float = 20.0
@@ -53,6 +57,7 @@ class WorkerConfig:
     def from_settings(cls, settings: Settings, concurrency: int | None = None) -> WorkerConfig:
         return cls(
             concurrency=concurrency or settings.worker_concurrency,
+            prefetch=settings.prefetch,
             claim_batch=settings.claim_batch,
             lease=timedelta(seconds=settings.lease_seconds),
             heartbeat_every=settings.heartbeat_seconds,
@@ -87,19 +92,19 @@ class Worker:
         self.id = worker_id or f"{uuid.uuid4().hex[:8]}"
         self.wake = threading.Event()
         self._results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
-        self._inflight: dict[int, Lease] = {}
-        self._started: dict[int, float] = {}  # handoff id -> monotonic claim time
-        self._unsaved: list[_Result] = []  # finished jobs whose completion did not commit yet
+        self._inflight: dict[int, Lease] = {}  # leased by this worker, running or prefetched
+        self._running_since: dict[int, float] = {}  # handoff id -> when its handler started
+        self._unsaved: list[_Result] = []  # finished jobs whose outcome is not committed yet
         self._rand = random.Random()
 
     # -- one step at a time (inline mode, tests) ---------------------------------------------
 
     def run_once(self, limit: int | None = None) -> int:
         """Claim one batch, run it in this thread, finalize it. Returns how many ran."""
-        jobs = self._claim(limit or self.config.claim_batch)
+        jobs = self._commit_and_claim(limit or self.config.claim_batch)
         for job in jobs:
             self._results.put(self._execute(job))
-        self._settle()
+        self._commit_and_claim(0)
         return len(jobs)
 
     def drain(self, max_batches: int = 1_000_000) -> int:
@@ -119,24 +124,22 @@ class Worker:
         grace period, and release what is left so another worker can take it at once."""
         cfg = self.config
         log.info("worker.started", worker_id=self.id, concurrency=cfg.concurrency)
-        next_beat = next_rescue = time.monotonic()
         jobs: queue.SimpleQueue[ClaimedJob] = queue.SimpleQueue()
-        # Stopping must not wait out a poll interval: the stop signal also wakes the loop.
-        threading.Thread(target=lambda: (stop.wait(), self.wake.set()), daemon=True).start()
         # Daemon threads, not a ThreadPoolExecutor: a handler stuck past the grace period must
         # not keep the process alive once its lease has been released.
         for n in range(cfg.concurrency):
+            name = f"handoff-{self.id}-{n}"
             threading.Thread(
-                target=self._handler_thread,
-                args=(jobs,),
-                name=f"handoff-{self.id}-{n}",
-                daemon=True,
+                target=self._handler_thread, args=(jobs,), name=name, daemon=True
             ).start()
+        # Stopping must not wait out a poll interval: the stop signal also wakes the loop.
+        threading.Thread(target=self._wake_on, args=(stop,), daemon=True).start()
+        next_beat = next_rescue = time.monotonic()
         while not stop.is_set():
-            self._guarded(self._settle)
-            want = min(cfg.concurrency - len(self._inflight), cfg.claim_batch)
-            claimed = self._guarded(partial(self._claim, want)) if want > 0 else []
-            for job in claimed or []:
+            room = cfg.concurrency + cfg.prefetch - len(self._inflight) + self._finished_count()
+            want = max(0, min(room, cfg.claim_batch))
+            claimed = self._guarded(partial(self._commit_and_claim, want)) or []
+            for job in claimed:
                 jobs.put(job)
             now = time.monotonic()
             if now >= next_beat:
@@ -145,28 +148,34 @@ class Worker:
             if now >= next_rescue:
                 self._guarded(self._rescue)
                 next_rescue = now + cfg.rescue_every
-            if not claimed or len(claimed) < want:
-                self.wake.wait(cfg.poll_every)  # a result, a NOTIFY or the poll tick
+            if len(claimed) < want or want == 0:
+                self.wake.wait(cfg.poll_every)  # a result, a NOTIFY, a stop or the poll tick
                 self.wake.clear()
         self._shutdown()
         log.info("worker.stopped", worker_id=self.id)
 
+    def _wake_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        self.wake.set()
+
     def _handler_thread(self, jobs: queue.SimpleQueue[ClaimedJob]) -> None:
         while True:
-            self._results.put(self._execute(jobs.get()))
+            job = jobs.get()
+            self._running_since[job.handoff.id] = time.monotonic()
+            self._results.put(self._execute(job))
             self.wake.set()
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.config.shutdown_grace
         next_beat = time.monotonic() + self.config.heartbeat_every
         while self._inflight and time.monotonic() < deadline:
-            self._guarded(self._settle)
+            self._guarded(lambda: self._commit_and_claim(0))
             if time.monotonic() >= next_beat:  # a grace longer than the lease stays safe
                 self._guarded(self._heartbeat)
                 next_beat = time.monotonic() + self.config.heartbeat_every
             self.wake.wait(0.05)
             self.wake.clear()
-        self._guarded(self._settle)
+        self._guarded(lambda: self._commit_and_claim(0))
         if self._inflight:
             leases = list(self._inflight.values())
             now = self.clock.now()
@@ -177,22 +186,52 @@ class Worker:
             )
             log.info("worker.released", worker_id=self.id, count=len(leases))
             self._inflight.clear()
-            self._started.clear()
+            self._running_since.clear()
 
     # -- steps ---------------------------------------------------------------------------------
 
-    def _claim(self, limit: int) -> list[ClaimedJob]:
-        if limit <= 0:
+    def _finished_count(self) -> int:
+        return len(self._unsaved) + self._results.qsize()
+
+    def _commit_and_claim(self, want: int) -> list[ClaimedJob]:
+        """Commit finished jobs (failures one by one, successes as a batch) and claim up to
+        `want` new ones in that same transaction. A job whose outcome did not commit (the
+        database was away) stays unsaved and is committed on a later turn."""
+        while True:
+            try:
+                self._unsaved.append(self._results.get_nowait())
+            except queue.Empty:
+                break
+        for result in [r for r in self._unsaved if r.failure is not None]:
+            self._fail(result)
+            self._forget(result)
+        ok = [r.job.lease for r in self._unsaved]
+        if not ok and want <= 0:
             return []
         now = self.clock.now()
-        jobs = self.db.run(
-            lambda uow: ingestion.claim(uow, self.id, limit, now=now, lease=self.config.lease)
-        )
-        started = time.monotonic()
+
+        def work(uow: UnitOfWork) -> tuple[list[Lease], list[ClaimedJob]]:
+            kept = ingestion.complete(uow, ok, now=now, worker_id=self.id) if ok else []
+            jobs = (
+                ingestion.claim(uow, self.id, want, now=now, lease=self.config.lease)
+                if want > 0
+                else []
+            )
+            return kept, jobs
+
+        kept, jobs = self.db.run(work)
+        for lost in set(ok) - set(kept):
+            log.warning("worker.lease_lost", handoff_id=lost.handoff_id, lease_token=lost.token)
+        for result in list(self._unsaved):
+            self._forget(result)
         for job in jobs:
             self._inflight[job.handoff.id] = job.lease
-            self._started[job.handoff.id] = started
         return jobs
+
+    def _forget(self, result: _Result) -> None:
+        self._unsaved.remove(result)
+        self._inflight.pop(result.job.handoff.id, None)
+        self._running_since.pop(result.job.handoff.id, None)
 
     def _execute(self, job: ClaimedJob) -> _Result:
         started = time.perf_counter()
@@ -209,28 +248,6 @@ class Worker:
         except Exception as exc:  # a handler bug must not kill the worker: it is unclassified
             failure = Failure(RetryClass.UNCLASSIFIED, f"{type(exc).__name__}: {exc}")
         return _Result(job, failure, time.perf_counter() - started)
-
-    def _settle(self) -> None:
-        """Write the outcomes of finished jobs: successes in one batch, failures one by one."""
-        while True:
-            try:
-                self._unsaved.append(self._results.get_nowait())
-            except queue.Empty:
-                break
-        if not self._unsaved:
-            return
-        now = self.clock.now()
-        ok = [r.job.lease for r in self._unsaved if r.failure is None]
-        if ok:
-            kept = self.db.run(lambda uow: ingestion.complete(uow, ok, now=now, worker_id=self.id))
-            for lost in set(ok) - set(kept):
-                log.warning("worker.lease_lost", handoff_id=lost.handoff_id, lease_token=lost.token)
-        for result in [r for r in self._unsaved if r.failure is not None]:
-            self._fail(result)
-        for result in self._unsaved:
-            self._inflight.pop(result.job.handoff.id, None)
-            self._started.pop(result.job.handoff.id, None)
-        self._unsaved.clear()
 
     def _fail(self, result: _Result) -> None:
         failure = result.failure
@@ -261,14 +278,14 @@ class Worker:
             log.warning("worker.lease_lost", handoff_id=result.job.handoff.id)
 
     def _heartbeat(self) -> None:
-        """Extend the leases of jobs in flight, except those past `job_timeout`: a hung
-        handler's lease runs out, and the rescuer counts a crash against its budget."""
+        """Extend the leases of jobs in flight, except those whose handler has run past
+        `job_timeout`: a hung handler's lease runs out, and the rescuer counts a crash."""
         cutoff = time.monotonic() - self.config.job_timeout
-        overdue = [i for i, t in self._started.items() if t < cutoff and i in self._inflight]
-        for handoff_id in overdue:
-            log.warning("worker.job_timeout", handoff_id=handoff_id, worker_id=self.id)
-            del self._inflight[handoff_id]
-            del self._started[handoff_id]
+        for handoff_id, since in list(self._running_since.items()):
+            if since < cutoff and handoff_id in self._inflight:
+                log.warning("worker.job_timeout", handoff_id=handoff_id, worker_id=self.id)
+                del self._inflight[handoff_id]
+                self._running_since.pop(handoff_id, None)
         leases = list(self._inflight.values())
         if not leases:
             return
@@ -294,7 +311,7 @@ class Worker:
         try:
             return step()
         except Exception as exc:  # the loop must outlive outages; every failure is logged
-            log.error("worker.step_failed", step=getattr(step, "__name__", "step"), error=str(exc))
+            log.error("worker.step_failed", error=f"{type(exc).__name__}: {exc}")
             time.sleep(self.config.poll_every)
             return None
 
