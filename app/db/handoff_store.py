@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, select, tuple_, update
+from sqlalchemy import Connection, and_, case, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from app.db.rows import to_event, to_handoff, upsert_insert
@@ -130,6 +130,40 @@ class HandoffStore:
             return []
         stmt = upsert_insert(self.conn, handoffs).on_conflict_do_nothing().returning(*handoffs.c)
         return [to_handoff(r) for r in self.conn.execute(stmt, list(rows))]
+
+    def insert_enqueued(
+        self, rows: Sequence[Mapping[str, Any]], *, actor: str, now: datetime
+    ) -> list[Handoff]:
+        """Insert new queued handoffs with their `enqueued` events. Skipped, not raised: a row
+        whose reference already has a version fetched later (stale), and a row that trips a
+        unique constraint (the pair key, one active per reference). Returns those inserted."""
+        if not rows:
+            return []
+        if self.conn.dialect.name == "postgresql":
+            return self._insert_enqueued_pg(rows, actor=actor, now=now)
+        latest = self.latest_fetched({r["reference_id"] for r in rows})
+        fresh = [
+            r
+            for r in rows
+            if r["reference_id"] not in latest or r["fetched_at"] >= latest[r["reference_id"]]
+        ]
+        inserted = self.insert(fresh)
+        self.add_events(
+            [
+                NewEvent(h.id, actor, None, h.state, h.reason_code, detail=h.enqueue_outcome.value)
+                for h in inserted
+            ],
+            now,
+        )
+        return inserted
+
+    def _insert_enqueued_pg(
+        self, rows: Sequence[Mapping[str, Any]], *, actor: str, now: datetime
+    ) -> list[Handoff]:
+        # One statement for the batch: arrays in (one fixed query text, so it is parsed once
+        # and prepared by the server), rows and their events out.
+        result = self.conn.execute(_INSERT_ENQUEUED_PG, enqueue_params(rows, actor=actor, now=now))
+        return [to_handoff(r) for r in result]
 
     def transition(
         self, handoff_id: int, from_states: Collection[HandoffState], values: Mapping[str, Any]
@@ -302,6 +336,62 @@ class HandoffStore:
             .returning(*handoffs.c)
         )
         return [to_handoff(r) for r in rows]
+
+
+#: The handoff half of an enqueue, over a CTE `v` of versions (see `_ENQUEUE_FROM_ARRAYS`):
+#: queued rows for versions not older than one already handed off, refused rows skipped, an
+#: `enqueued` event per row inserted.
+ENQUEUE_CTES = """
+    h AS (
+        INSERT INTO ingestion_handoffs AS t (
+            reference_id, payload_hash, source, fetched_at, state, reason_code, enqueue_outcome,
+            run_after, created_at, updated_at
+        )
+        SELECT v.reference_id, v.payload_hash, v.source, v.fetched_at, :state, :reason,
+               :outcome, :now, :now, :now
+        FROM v
+        WHERE NOT EXISTS (
+            SELECT 1 FROM ingestion_handoffs x
+            WHERE x.reference_id = v.reference_id AND x.fetched_at > v.fetched_at
+        )
+        ORDER BY v.n
+        ON CONFLICT DO NOTHING
+        RETURNING t.*
+    ),
+    e AS (
+        INSERT INTO handoff_events (handoff_id, at, actor, to_state, reason_code, detail)
+        SELECT h.id, :now, :actor, h.state, h.reason_code, h.enqueue_outcome FROM h
+    )
+    SELECT * FROM h ORDER BY h.id
+"""
+
+_INSERT_ENQUEUED_PG = text(
+    """
+    WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:refs AS text[]), CAST(:hashes AS text[]), CAST(:sources AS text[]),
+            CAST(:fetched AS timestamptz[])
+        ) WITH ORDINALITY AS v(reference_id, payload_hash, source, fetched_at, n)
+    ),
+    """
+    + ENQUEUE_CTES
+)
+
+
+def enqueue_params(
+    rows: Sequence[Mapping[str, Any]], *, actor: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "refs": [r["reference_id"] for r in rows],
+        "hashes": [r["payload_hash"] for r in rows],
+        "sources": [r["source"] for r in rows],
+        "fetched": [r["fetched_at"] for r in rows],
+        "state": rows[0]["state"],
+        "reason": rows[0]["reason_code"],
+        "outcome": rows[0]["enqueue_outcome"],
+        "actor": actor,
+        "now": now,
+    }
 
 
 def _as_datetime(value: Any) -> datetime:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, select, tuple_
+from psycopg.types.json import Jsonb
+from sqlalchemy import Connection, select, text, tuple_
 
 from app.db.rows import to_record, upsert_insert
 from app.db.tables import scrape_records
@@ -26,6 +28,8 @@ class RecordStore:
         """
         if not records:
             return set()
+        if self.conn.dialect.name == "postgresql":
+            return self._insert_pg(records, now)
         stmt = (
             upsert_insert(self.conn, scrape_records)
             .on_conflict_do_nothing(index_elements=["reference_id", "payload_hash"])
@@ -52,6 +56,12 @@ class RecordStore:
         )
         return {(row.reference_id, row.payload_hash) for row in rows}
 
+    def _insert_pg(self, records: Sequence[PreparedRecord], now: datetime) -> set[Pair]:
+        # Arrays in: one fixed query text for any batch size (parsed once, prepared by the
+        # server) instead of a VALUES list that grows with the batch.
+        rows = self.conn.execute(_INSERT_PG, record_params(records, now))
+        return {(row.reference_id, row.payload_hash) for row in rows}
+
     def load(self, pairs: Iterable[Pair]) -> dict[Pair, ScrapeRecord]:
         wanted = list(set(pairs))
         if not wanted:
@@ -62,3 +72,38 @@ class RecordStore:
 
     def get(self, reference_id: str, payload_hash: str) -> ScrapeRecord | None:
         return self.load([(reference_id, payload_hash)]).get((reference_id, payload_hash))
+
+
+def record_params(records: Sequence[PreparedRecord], now: datetime) -> dict[str, Any]:
+    """Versions as column arrays, for the `unnest` statements of PostgreSQL."""
+    return {
+        "refs": [r.reference_id for r in records],
+        "hashes": [r.payload_hash for r in records],
+        "sources": [r.source for r in records],
+        "urls": [r.url for r in records],
+        "fetched": [r.fetched_at for r in records],
+        "statuses": [r.http_status for r in records],
+        "types": [r.content_type for r in records],
+        "headers": [Jsonb(dict(r.headers)) for r in records],
+        "bodies": [r.body for r in records],
+        "fields": [None if r.fields is None else Jsonb(dict(r.fields)) for r in records],
+        "now": now,
+    }
+
+
+_INSERT_PG = text(
+    """
+    INSERT INTO scrape_records (
+        reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
+        headers, body, fields, created_at
+    )
+    SELECT v.*, CAST(:now AS timestamptz) FROM unnest(
+        CAST(:refs AS text[]), CAST(:hashes AS text[]), CAST(:sources AS text[]),
+        CAST(:urls AS text[]), CAST(:fetched AS timestamptz[]), CAST(:statuses AS integer[]),
+        CAST(:types AS text[]), CAST(:headers AS jsonb[]), CAST(:bodies AS bytea[]),
+        CAST(:fields AS jsonb[])
+    ) AS v
+    ON CONFLICT (reference_id, payload_hash) DO NOTHING
+    RETURNING reference_id, payload_hash
+    """
+)

@@ -14,6 +14,7 @@ from app.db.document_store import DocumentStore
 from app.db.engine import make_engine
 from app.db.handoff_store import HandoffStore
 from app.db.job_store import JobStore
+from app.db.outbox_store import OutboxStore
 from app.db.record_store import RecordStore
 from app.domain.errors import Contention, DatabaseUnavailable
 
@@ -32,6 +33,7 @@ class UnitOfWork:
         self.handoffs = HandoffStore(conn)
         self.jobs = JobStore(conn)
         self.documents = DocumentStore(conn)
+        self.outbox = OutboxStore(conn, self.records, self.handoffs)
 
 
 class Database:

@@ -8,7 +8,7 @@ what the constraints refuse instead of checking first and hoping.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -46,15 +46,14 @@ def enqueue(
     *,
     now: datetime,
     actor: str,
-    new_records: Collection[tuple[str, str]] = frozenset(),
+    store: bool = False,
 ) -> list[EnqueueResult]:
-    """Hand off persisted versions; one result per record, in the order given.
+    """Hand off versions; one result per record, in the order given. With `store`, the
+    versions not stored yet are persisted first, in the same statement where the engine allows
+    (the outbox write); without it they must already be stored.
 
     Idempotent forever: a pair seen before returns `duplicate` with its stored state and first
-    outcome. `new_records` names pairs whose scrape record this transaction just created: they
-    cannot have a handoff yet, so they skip the look-up (if one exists anyway, the pair key
-    refuses the insert and the row-by-row path finds it). Locks only the rows of the
-    references involved; does not commit.
+    outcome. Locks only the rows of the references involved; does not commit.
     """
     ordered = sorted(
         {(r.reference_id, r.payload_hash): r for r in records}.values(),
@@ -62,32 +61,22 @@ def enqueue(
         key=lambda r: (r.reference_id, r.fetched_at, r.payload_hash),
     )
     pairs = [(r.reference_id, r.payload_hash) for r in ordered]
-    existing = uow.handoffs.by_pairs(p for p in pairs if p not in new_records)
-    latest = uow.handoffs.latest_fetched({r.reference_id for r in ordered})
-    results: dict[tuple[str, str], EnqueueResult] = {}
-    fresh: list[PreparedRecord] = []
-    stale: list[PreparedRecord] = []
-    for rec, pair in zip(ordered, pairs, strict=True):
-        if pair in existing:
-            results[pair] = _duplicate(existing[pair])
-        elif rec.reference_id in latest and rec.fetched_at < latest[rec.reference_id]:
-            stale.append(rec)
-        else:
-            fresh.append(rec)
-    inserted = uow.handoffs.insert(
-        [
-            _row(r, now, HandoffState.QUEUED, ReasonCode.ENQUEUED, EnqueueOutcome.CREATED)
-            for r in fresh
-        ]
-        + [_stale_row(r, now) for r in stale]
-    )
-    events = [
-        NewEvent(h.id, actor, None, h.state, h.reason_code, detail=h.enqueue_outcome.value)
-        for h in inserted
+    # Fast path: one statement queues every version that is new, not older than one already
+    # handed off, and whose reference has no unfinished work. The rest is refused by a
+    # constraint (or the staleness guard) and resolved below: duplicates in one look-up,
+    # contended references row by row.
+    rows = [
+        _row(r, now, HandoffState.QUEUED, ReasonCode.ENQUEUED, EnqueueOutcome.CREATED)
+        for r in ordered
     ]
-    uow.handoffs.add_events(events, now)
-    for h in inserted:
-        results[(h.reference_id, h.payload_hash)] = _result(h, h.enqueue_outcome)
+    inserted = (
+        uow.outbox.store_and_enqueue(ordered, rows, actor=actor, now=now)
+        if store
+        else uow.handoffs.insert_enqueued(rows, actor=actor, now=now)
+    )
+    results = {(h.reference_id, h.payload_hash): _result(h, h.enqueue_outcome) for h in inserted}
+    existing = uow.handoffs.by_pairs(p for p in pairs if p not in results)
+    results.update({pair: _duplicate(h) for pair, h in existing.items()})
     contended = set()
     for rec, pair in zip(ordered, pairs, strict=True):
         if pair not in results:  # a constraint refused the fast path: resolve it row by row

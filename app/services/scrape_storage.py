@@ -42,7 +42,4 @@ def store_and_hand_off(
 
     Idempotent: storing a version again writes nothing and reports `duplicate`.
     """
-    # One order for every writer, so concurrent batches lock rows in the same order.
-    ordered = sorted(records, key=lambda r: (r.reference_id, r.payload_hash))
-    new = uow.records.insert(ordered, now)
-    return ingestion_handoff.enqueue(uow, records, now=now, actor=actor, new_records=new)
+    return ingestion_handoff.enqueue(uow, records, now=now, actor=actor, store=True)

@@ -1,0 +1,72 @@
+"""The outbox write: scrape records and their handoffs in one go, in the caller's transaction.
+
+On PostgreSQL it is one statement (records, handoffs and their events from the same arrays), so
+a submission costs one round trip before its commit; on SQLite it is the two stores in turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from app.db.handoff_store import ENQUEUE_CTES, HandoffStore, enqueue_params
+from app.db.record_store import RecordStore, record_params
+from app.db.rows import to_handoff
+from app.domain.models import Handoff
+from app.domain.records import PreparedRecord
+
+
+class OutboxStore:
+    def __init__(self, conn: Connection, records: RecordStore, handoffs: HandoffStore) -> None:
+        self.conn = conn
+        self.records = records
+        self.handoffs = handoffs
+
+    def store_and_enqueue(
+        self,
+        records: Sequence[PreparedRecord],
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        actor: str,
+        now: datetime,
+    ) -> list[Handoff]:
+        """Store the versions not stored yet, then insert their queued handoffs as
+        `HandoffStore.insert_enqueued` does. `rows[i]` is the handoff of `records[i]`."""
+        if not records:
+            return []
+        if self.conn.dialect.name != "postgresql":
+            self.records.insert(records, now)
+            return self.handoffs.insert_enqueued(rows, actor=actor, now=now)
+        params = {**record_params(records, now), **enqueue_params(rows, actor=actor, now=now)}
+        return [to_handoff(r) for r in self.conn.execute(_STORE_AND_ENQUEUE_PG, params)]
+
+
+_STORE_AND_ENQUEUE_PG = text(
+    """
+    WITH v AS (
+        SELECT * FROM unnest(
+            CAST(:refs AS text[]), CAST(:hashes AS text[]), CAST(:sources AS text[]),
+            CAST(:urls AS text[]), CAST(:fetched AS timestamptz[]),
+            CAST(:statuses AS integer[]), CAST(:types AS text[]), CAST(:headers AS jsonb[]),
+            CAST(:bodies AS bytea[]), CAST(:fields AS jsonb[])
+        ) WITH ORDINALITY AS v(
+            reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
+            headers, body, fields, n
+        )
+    ),
+    r AS (
+        INSERT INTO scrape_records (
+            reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
+            headers, body, fields, created_at
+        )
+        SELECT reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
+               headers, body, fields, :now
+        FROM v ORDER BY n
+        ON CONFLICT (reference_id, payload_hash) DO NOTHING
+    ),
+    """
+    + ENQUEUE_CTES
+)
