@@ -196,6 +196,23 @@ class HandoffStore:
     def add_events(self, events: Sequence[NewEvent], at: datetime) -> None:
         if not events:
             return
+        if self.conn.dialect.name == "postgresql":
+            # Arrays in: one fixed statement text for any number of events (parsed once,
+            # prepared by the server) rather than a VALUES list that grows with the batch.
+            self.conn.execute(
+                _ADD_EVENTS_PG,
+                {
+                    "ids": [e.handoff_id for e in events],
+                    "at": at,
+                    "actors": [e.actor for e in events],
+                    "froms": [e.from_state.value if e.from_state else None for e in events],
+                    "tos": [e.to_state.value for e in events],
+                    "reasons": [e.reason_code.value for e in events],
+                    "tokens": [e.lease_token for e in events],
+                    "details": [e.detail for e in events],
+                },
+            )
+            return
         self.conn.execute(
             handoff_events.insert(),
             [
@@ -337,6 +354,21 @@ class HandoffStore:
         )
         return [to_handoff(r) for r in rows]
 
+
+_ADD_EVENTS_PG = text(
+    """
+    INSERT INTO handoff_events (
+        handoff_id, at, actor, from_state, to_state, reason_code, lease_token, detail
+    )
+    SELECT v.handoff_id, :at, v.actor, v.from_state, v.to_state, v.reason_code, v.lease_token,
+           v.detail
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:actors AS text[]), CAST(:froms AS text[]),
+        CAST(:tos AS text[]), CAST(:reasons AS text[]), CAST(:tokens AS bigint[]),
+        CAST(:details AS text[])
+    ) AS v(handoff_id, actor, from_state, to_state, reason_code, lease_token, detail)
+    """
+)
 
 #: The handoff half of an enqueue, over a CTE `v` of versions (see `_ENQUEUE_FROM_ARRAYS`):
 #: queued rows for versions not older than one already handed off, refused rows skipped, an

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select, text, tuple_, update
 
 from app.db.tables import ingestion_jobs
 from app.domain.models import Attempt, Handoff
@@ -16,7 +16,20 @@ class JobStore:
         self.conn = conn
 
     def start(self, claimed: Sequence[Handoff], worker_id: str, now: datetime) -> None:
+        """Open one attempt row per claimed handoff (one statement)."""
         if not claimed:
+            return
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(
+                _START_PG,
+                {
+                    "ids": [h.id for h in claimed],
+                    "tokens": [h.lease_token for h in claimed],
+                    "attempts": [h.attempts for h in claimed],
+                    "worker": worker_id,
+                    "now": now,
+                },
+            )
             return
         self.conn.execute(
             ingestion_jobs.insert(),
@@ -45,11 +58,11 @@ class JobStore:
         """Close the attempt rows of `(handoff_id, lease_token)` pairs with one outcome."""
         if not ended:
             return
-        stmt = (
+        # One statement for the whole batch: every row gets the same values.
+        self.conn.execute(
             update(ingestion_jobs)
             .where(
-                ingestion_jobs.c.handoff_id == bindparam("h_id"),
-                ingestion_jobs.c.lease_token == bindparam("h_token"),
+                tuple_(ingestion_jobs.c.handoff_id, ingestion_jobs.c.lease_token).in_(list(ended)),
                 ingestion_jobs.c.finished_at.is_(None),
             )
             .values(
@@ -60,7 +73,6 @@ class JobStore:
                 error=error,
             )
         )
-        self.conn.execute(stmt, [{"h_id": h, "h_token": t} for h, t in ended])
 
     def of_handoff(self, handoff_id: int) -> list[Attempt]:
         rows = self.conn.execute(
@@ -69,3 +81,14 @@ class JobStore:
             .order_by(ingestion_jobs.c.id)
         )
         return [Attempt(**r._mapping) for r in rows]
+
+
+_START_PG = text(
+    """
+    INSERT INTO ingestion_jobs (handoff_id, lease_token, attempt, worker_id, claimed_at)
+    SELECT v.handoff_id, v.lease_token, v.attempt, :worker, :now
+    FROM unnest(
+        CAST(:ids AS bigint[]), CAST(:tokens AS bigint[]), CAST(:attempts AS integer[])
+    ) AS v(handoff_id, lease_token, attempt)
+    """
+)
