@@ -42,8 +42,11 @@ def test_migrate_applies_once_and_then_is_a_no_op(fresh_url: str) -> None:
     assert "applied 0 migration(s)" in second.stdout
 
 
-def test_commands_refuse_an_outdated_schema_and_name_the_fix(fresh_url: str) -> None:
-    result = handoff(fresh_url, "handoffs", "stats")
+@pytest.mark.parametrize("command", [["handoffs", "stats"], ["worker"], ["serve"]])
+def test_commands_refuse_an_outdated_schema_and_name_the_fix(
+    fresh_url: str, command: list[str]
+) -> None:
+    result = handoff(fresh_url, *command)
     assert result.returncode == 2
     assert "handoff migrate" in result.stderr
 
