@@ -169,8 +169,13 @@ def submit(
     validated before anything is written, so a bad line writes nothing."""
     settings = _settings()
     _require_current_schema(settings)
-    for _ in _read_jsonl(path):  # first pass: validate every line, write nothing
-        pass
+    for number, sub in _read_jsonl(path):  # first pass: check every line, write nothing
+        try:
+            scrape_storage.prepare_all(
+                [sub], now=SystemClock().now(), max_body_bytes=settings.max_body_bytes, batch=False
+            )
+        except HandoffError as exc:
+            raise typer.BadParameter(f"{path}:{number}: {exc.message}") from exc
     db, clock = Database(settings.database_url), SystemClock()
     tally: dict[str, int] = {}
     chunk: list[ScrapeSubmission] = []

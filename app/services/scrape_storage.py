@@ -19,8 +19,10 @@ def prepare_all(
     now: datetime,
     max_body_bytes: int,
     volatile_fields: frozenset[str] = DEFAULT_VOLATILE_FIELDS,
+    batch: bool = True,
 ) -> list[PreparedRecord]:
-    """Prepare every submission or none: the first bad one raises, naming `records[i].field`."""
+    """Prepare every submission or none: the first bad one raises InvalidInput naming its
+    field as the client wrote it: `records.<i>.<field>` in a batch, `<field>` alone if not."""
     prepared = []
     for i, sub in enumerate(submissions):
         try:
@@ -30,7 +32,8 @@ def prepare_all(
                 )
             )
         except InvalidInput as exc:
-            where = f"records[{i}]" + (f".{exc.field}" if exc.field else "")
+            parts = [f"records.{i}"] if batch else []
+            where = ".".join([*parts, *([exc.field] if exc.field else [])]) or "body"
             raise type(exc)(f"{where}: {exc.message}", field=where) from exc
     return prepared
 

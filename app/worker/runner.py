@@ -94,6 +94,8 @@ class Worker:
         self._results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
         self._inflight: dict[int, Lease] = {}  # leased by this worker, running or prefetched
         self._running_since: dict[int, float] = {}  # handoff id -> when its handler started
+        self._claimed_at: dict[int, float] = {}  # handoff id -> when this worker leased it
+        self._hung: set[int] = set()  # timed-out jobs whose handler thread is still busy
         self._unsaved: list[_Result] = []  # finished jobs whose outcome is not committed yet
         self._rand = random.Random()
 
@@ -136,8 +138,10 @@ class Worker:
         threading.Thread(target=self._wake_on, args=(stop,), daemon=True).start()
         next_beat = next_rescue = time.monotonic()
         while not stop.is_set():
-            room = cfg.concurrency + cfg.prefetch - len(self._inflight) + self._finished_count()
-            want = max(0, min(room, cfg.claim_batch))
+            # A thread stuck in a timed-out handler is not free; with none free, claim nothing.
+            free_threads = cfg.concurrency - len(self._hung)
+            room = free_threads + cfg.prefetch - len(self._inflight) + self._finished_count()
+            want = max(0, min(room, cfg.claim_batch)) if free_threads > 0 else 0
             claimed = self._guarded(partial(self._commit_and_claim, want)) or []
             for job in claimed:
                 jobs.put(job)
@@ -161,6 +165,8 @@ class Worker:
     def _handler_thread(self, jobs: queue.SimpleQueue[ClaimedJob]) -> None:
         while True:
             job = jobs.get()
+            if job.handoff.id not in self._inflight:
+                continue  # given back while it waited (see _heartbeat): another worker runs it
             self._running_since[job.handoff.id] = time.monotonic()
             self._results.put(self._execute(job))
             self.wake.set()
@@ -187,6 +193,7 @@ class Worker:
             log.info("worker.released", worker_id=self.id, count=len(leases))
             self._inflight.clear()
             self._running_since.clear()
+            self._claimed_at.clear()
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -199,9 +206,11 @@ class Worker:
         database was away) stays unsaved and is committed on a later turn."""
         while True:
             try:
-                self._unsaved.append(self._results.get_nowait())
+                result = self._results.get_nowait()
             except queue.Empty:
                 break
+            self._hung.discard(result.job.handoff.id)  # its thread is free again
+            self._unsaved.append(result)
         for result in [r for r in self._unsaved if r.failure is not None]:
             self._fail(result)
             self._forget(result)
@@ -224,14 +233,15 @@ class Worker:
             log.warning("worker.lease_lost", handoff_id=lost.handoff_id, lease_token=lost.token)
         for result in list(self._unsaved):
             self._forget(result)
+        claimed_at = time.monotonic()
         for job in jobs:
             self._inflight[job.handoff.id] = job.lease
+            self._claimed_at[job.handoff.id] = claimed_at
         return jobs
 
     def _forget(self, result: _Result) -> None:
         self._unsaved.remove(result)
-        self._inflight.pop(result.job.handoff.id, None)
-        self._running_since.pop(result.job.handoff.id, None)
+        self._drop(result.job.handoff.id)
 
     def _execute(self, job: ClaimedJob) -> _Result:
         started = time.perf_counter()
@@ -279,13 +289,26 @@ class Worker:
 
     def _heartbeat(self) -> None:
         """Extend the leases of jobs in flight, except those whose handler has run past
-        `job_timeout`: a hung handler's lease runs out, and the rescuer counts a crash."""
+        `job_timeout`: a hung handler's lease runs out, and the rescuer counts a crash.
+        Prefetched jobs that waited that long for a handler thread (all of them busy or hung)
+        are given back instead, at no cost to their budget."""
         cutoff = time.monotonic() - self.config.job_timeout
         for handoff_id, since in list(self._running_since.items()):
             if since < cutoff and handoff_id in self._inflight:
                 log.warning("worker.job_timeout", handoff_id=handoff_id, worker_id=self.id)
-                del self._inflight[handoff_id]
-                self._running_since.pop(handoff_id, None)
+                self._drop(handoff_id)
+                self._hung.add(handoff_id)
+        waited = [
+            self._inflight[i]
+            for i, at in list(self._claimed_at.items())
+            if at < cutoff and i in self._inflight and i not in self._running_since
+        ]
+        if waited:
+            now = self.clock.now()
+            for lease in waited:
+                self._drop(lease.handoff_id)
+            self.db.run(lambda uow: ingestion.release(uow, waited, now=now, worker_id=self.id))
+            log.warning("worker.released_waiting", worker_id=self.id, count=len(waited))
         leases = list(self._inflight.values())
         if not leases:
             return
@@ -299,6 +322,11 @@ class Worker:
                 log.warning(
                     "worker.lease_lost", handoff_id=lease.handoff_id, lease_token=lease.token
                 )
+
+    def _drop(self, handoff_id: int) -> None:
+        self._inflight.pop(handoff_id, None)
+        self._running_since.pop(handoff_id, None)
+        self._claimed_at.pop(handoff_id, None)
 
     def _rescue(self) -> None:
         now = self.clock.now()

@@ -60,7 +60,7 @@ def test_a_wrong_payload_hash_is_refused_naming_the_field(client: TestClient) ->
         "/v1/scrape-records", json={**RECORD, "payload_hash": "sha256:" + "0" * 64}
     )
     assert response.status_code == 422
-    assert response.json()["field"] == "records[0].payload_hash"
+    assert response.json()["field"] == "payload_hash"
     assert sum(client.get("/v1/handoffs/stats").json()["totals"].values()) == 0
 
 

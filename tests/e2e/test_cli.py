@@ -97,3 +97,24 @@ def test_a_bad_line_names_its_line_and_field_and_writes_nothing(
     assert ":2: url" in result.stderr.replace("\n", "")
     stats = json.loads(handoff(db_url, "handoffs", "stats", "--json").stdout)
     assert sum(sum(by_reason.values()) for by_reason in stats.values()) == 0
+
+
+def test_a_line_that_fails_hashing_is_found_before_anything_is_written(
+    db_url: str, tmp_path: Path
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"source": "cli", "url": "https://example.com/ok", "body": "fine"},
+        {
+            "source": "cli",
+            "url": "https://example.com/x",
+            "body": "b",
+            "payload_hash": "sha256:" + "0" * 64,
+        },
+    ]
+    result = handoff(
+        db_url, "submit", str(write_jsonl(tmp_path / "bad.jsonl", rows)), "--batch", "1"
+    )
+    assert result.returncode != 0
+    assert ":2: payload_hash" in result.stderr.replace("\n", "")
+    stats = json.loads(handoff(db_url, "handoffs", "stats", "--json").stdout)
+    assert sum(sum(by_reason.values()) for by_reason in stats.values()) == 0

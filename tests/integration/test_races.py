@@ -103,3 +103,50 @@ def test_a_hung_handler_stops_being_heartbeated_and_is_rescued_as_a_crash(db_url
         events = uow.handoffs.events(row.id)
     assert any(e.reason_code is ReasonCode.LEASE_EXPIRED for e in events)
     db.dispose()
+
+
+def test_jobs_prefetched_behind_a_hung_handler_are_given_back_at_no_cost(db_url: str) -> None:
+    db = Database(db_url)
+    clock = FakeClock(SystemClock().now())
+    for n in range(3):
+        hand_off_one(db, clock, version(f"queue-{n}", "x"))
+    release = threading.Event()
+
+    def hang(job: ClaimedJob) -> None:
+        release.wait(30)
+
+    config = WorkerConfig(
+        concurrency=1,
+        prefetch=2,
+        lease=timedelta(seconds=30),
+        heartbeat_every=0.05,
+        poll_every=0.05,
+        rescue_every=3600,
+        job_timeout=0.3,
+        shutdown_grace=0,
+    )
+    stop = threading.Event()
+    worker = Worker(db, hang, config=config)
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+
+    def rows() -> list[tuple[HandoffState, ReasonCode, int, int]]:
+        with db.transaction(write=False) as uow:
+            found = [uow.handoffs.of_reference(f"queue-{n}")[0] for n in range(3)]
+        return [(h.state, h.reason_code, h.failures, h.crashes) for h in found]
+
+    def two_given_back() -> bool:
+        return sum(r[1] is ReasonCode.LEASE_RELEASED for r in rows()) == 2
+
+    try:
+        wait_for(two_given_back)
+        # The only handler thread is hung, so the worker claims nothing more: they stay queued.
+        time.sleep(0.3)
+        assert two_given_back()
+    finally:
+        stop.set()
+        release.set()
+        thread.join(timeout=20)
+    released = [r for r in rows() if r[1] is ReasonCode.LEASE_RELEASED]
+    assert released == [(HandoffState.QUEUED, ReasonCode.LEASE_RELEASED, 0, 0)] * 2
+    db.dispose()

@@ -193,8 +193,8 @@ def test_a_bomb_in_a_batch_names_the_record_and_field() -> None:
     )
     with pytest.raises(InvalidInput) as caught:
         prepare_all([good, bomb], now=NOW, max_body_bytes=MAX_BYTES)
-    assert caught.value.field == "records[1].body"
-    assert caught.value.message.startswith("records[1].body: ")
+    assert caught.value.field == "records.1.body"
+    assert caught.value.message.startswith("records.1.body: ")
 
 
 def test_a_body_over_the_limit_without_encoding_is_refused() -> None:

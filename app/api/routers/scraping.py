@@ -45,13 +45,16 @@ def submit_records(
     """Persist one record, or a batch as `{"records": [...]}`, and hand each version off.
 
     Re-posting a version returns its existing handoff with outcome `duplicate`."""
+    is_batch = isinstance(payload, SubmitBatch)
     subs = payload.records if isinstance(payload, SubmitBatch) else [payload]
     if len(subs) > settings.max_batch_records:
         raise InvalidInput(
             f"a batch holds at most {settings.max_batch_records} records", field="records"
         )
     now = clock.now()
-    prepared = scrape_storage.prepare_all(subs, now=now, max_body_bytes=settings.max_body_bytes)
+    prepared = scrape_storage.prepare_all(
+        subs, now=now, max_body_bytes=settings.max_body_bytes, batch=is_batch
+    )
     results = db.run(
         lambda uow: scrape_storage.store_and_hand_off(uow, prepared, now=now, actor=_actor(subs))
     )
