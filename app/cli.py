@@ -23,8 +23,9 @@ from app.domain.clock import SystemClock
 from app.domain.errors import HandoffError
 from app.domain.records import ScrapeSubmission
 from app.domain.states import HandoffState, ReasonCode
+from app.domain.tokens import Scope
 from app.ingest.text import StoreTextHandler
-from app.services import ingestion_handoff, scrape_storage
+from app.services import ingestion_handoff, scrape_storage, tokens
 from app.settings import Settings
 from app.worker.runner import Worker, WorkerConfig
 
@@ -33,6 +34,8 @@ app = typer.Typer(
 )
 handoffs_app = typer.Typer(help="Inspect and repair handoffs.", no_args_is_help=True)
 app.add_typer(handoffs_app, name="handoffs")
+tokens_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
 out = Console()
 err = Console(stderr=True)
 
@@ -139,6 +142,13 @@ def run(
     thread = threading.Thread(target=the_worker.run, args=(stop,), name="handoff-worker")
     thread.start()
     err.print(f"Handoff API on http://{host}:{port} (OpenAPI at /docs); worker running")
+    if settings.auth_enabled:
+        err.print(
+            "API calls need a bearer token; create one with:\n"
+            "  handoff tokens create --name me --scope admin"
+        )
+    else:
+        err.print("[bold red]AUTH IS OFF (HANDOFF_AUTH_ENABLED=false): the API is open[/]")
     try:
         uvicorn.run(create_app(settings, wake=the_worker.wake), host=host, port=port)
     finally:
@@ -229,6 +239,63 @@ def handoffs_stats(
         table.add_row(reason.value, *(str(counts[s.value][reason.value]) for s in HandoffState))
     table.add_row("[b]total[/]", *(f"[b]{sum(counts[s.value].values())}[/]" for s in HandoffState))
     out.print(table)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the token.")],
+    scope: Annotated[list[Scope], typer.Option(help="A scope to grant (repeat for several).")],
+) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    settings = _settings()
+    _require_current_schema(settings)
+    token, secret = Database(settings.database_url).run(
+        lambda uow: tokens.create(uow, name, scope, now=SystemClock().now())
+    )
+    err.print(f"token {token.id} ({name}, scopes: {' '.join(sorted(token.scopes))}) — shown once:")
+    out.print(secret, soft_wrap=True)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List tokens (never their secrets)."""
+    settings = _settings()
+    _require_current_schema(settings)
+    found = Database(settings.database_url).run(lambda uow: uow.tokens.all(), write=False)
+    rows: list[dict[str, object]] = [
+        {
+            "id": t.id,
+            "name": t.name,
+            "scopes": " ".join(sorted(t.scopes)),
+            "created_at": t.created_at.isoformat(),
+            "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+        }
+        for t in found
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="API tokens")
+    for column in ("id", "name", "scopes", "created_at", "revoked_at"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            *(str(r[c] or "") for c in ("id", "name", "scopes", "created_at", "revoked_at"))
+        )
+    out.print(table)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")]) -> None:
+    """Revoke a token: it stops working at once."""
+    settings = _settings()
+    _require_current_schema(settings)
+    revoked = Database(settings.database_url).run(
+        lambda uow: tokens.revoke(uow, token_id, now=SystemClock().now())
+    )
+    out.print(f"revoked token {revoked.id} ({revoked.name})")
 
 
 def main() -> None:

@@ -19,6 +19,13 @@ class Settings(BaseSettings):
     )
     migrations_dir: Path = REPO_ROOT / "db" / "migrations"
 
+    # HTTP API
+    auth_enabled: bool = Field(
+        default=True,
+        description="Require bearer tokens. Turning it off is for local experiments only; the "
+        "service says so loudly at start.",
+    )
+
     # Ingestion workers
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     lease_seconds: float = Field(default=60.0, gt=0)

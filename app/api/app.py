@@ -7,6 +7,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -23,6 +24,7 @@ from app.settings import Settings
 from app.worker.runner import Worker, WorkerConfig
 
 PROBLEM = "application/problem+json"
+log = structlog.get_logger("handoff.api")
 
 
 def create_app(
@@ -35,6 +37,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         migrations.ensure_current(settings.database_url, settings.migrations_dir)
+        if not settings.auth_enabled:
+            log.warning(
+                "auth.disabled",
+                message="HANDOFF_AUTH_ENABLED=false: every route is open to anyone who can "
+                "reach this port",
+            )
         db = Database(settings.database_url)
         app.state.db = db
         app.state.settings = settings
@@ -74,6 +82,8 @@ def _error_handlers(app: FastAPI) -> None:
         response = _problem(exc.status, type(exc).__name__, exc.message, **extra)
         if headers:
             response.headers.update(headers)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -16,6 +16,7 @@ from app.db.handoff_store import HandoffStore
 from app.db.job_store import JobStore
 from app.db.outbox_store import OutboxStore
 from app.db.record_store import RecordStore
+from app.db.token_store import TokenStore
 from app.domain.errors import Contention, DatabaseUnavailable
 
 T = TypeVar("T")
@@ -34,6 +35,7 @@ class UnitOfWork:
         self.jobs = JobStore(conn)
         self.documents = DocumentStore(conn)
         self.outbox = OutboxStore(conn, self.records, self.handoffs)
+        self.tokens = TokenStore(conn)
 
 
 class Database:

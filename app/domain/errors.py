@@ -26,6 +26,18 @@ class PayloadHashMismatch(InvalidInput):
     """The supplied payload_hash does not match the payload."""
 
 
+class Unauthenticated(HandoffError):
+    """A bearer token is required: send `Authorization: Bearer <token>`."""
+
+    status = 401
+
+
+class Forbidden(HandoffError):
+    """The token lacks the scope this route needs."""
+
+    status = 403
+
+
 class NotFound(HandoffError):
     """No such thing."""
 

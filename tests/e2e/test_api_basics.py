@@ -6,15 +6,31 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from app.api.app import create_app
+from app.db.uow import Database
+from app.domain.clock import SystemClock
+from app.domain.tokens import Scope
+from app.services import tokens
 from app.settings import Settings
+
+
+def make_token(db_url: str, *scopes: Scope) -> str:
+    db = Database(db_url)
+    try:
+        _, secret = db.run(lambda uow: tokens.create(uow, "tests", scopes, now=SystemClock().now()))
+    finally:
+        db.dispose()
+    return secret
 
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
+    """The app with an admin token sent on every request."""
     settings = Settings(database_url=db_url, max_batch_records=3, inline_ingestion=True)
-    with TestClient(create_app(settings)) as c:
+    headers = {"Authorization": f"Bearer {make_token(db_url, Scope.ADMIN)}"}
+    with TestClient(create_app(settings), headers=headers) as c:
         yield c
 
 
@@ -87,3 +103,44 @@ def test_stats_list_every_state_and_reason_with_zeros(client: TestClient) -> Non
 def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def test_no_token_is_a_401_problem_that_asks_for_a_bearer(client: TestClient) -> None:
+    response = client.get("/v1/handoffs/stats", headers={"Authorization": ""})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_a_token_without_the_scope_is_a_403(client: TestClient, db_url: str) -> None:
+    reader = make_token(db_url, Scope.READ)
+    response = client.post(
+        "/v1/scrape-records", json=RECORD, headers={"Authorization": f"Bearer {reader}"}
+    )
+    assert response.status_code == 403
+    assert "ingest" in response.json()["detail"]
+    assert sum(client.get("/v1/handoffs/stats").json()["totals"].values()) == 0
+
+
+def test_a_revoked_token_stops_working_at_once(client: TestClient, db_url: str) -> None:
+    reader = make_token(db_url, Scope.READ)
+    headers = {"Authorization": f"Bearer {reader}"}
+    assert client.get("/v1/handoffs/stats", headers=headers).status_code == 200
+    db = Database(db_url)
+    with db.transaction() as uow:
+        (token,) = [t for t in uow.tokens.all() if t.scopes == {Scope.READ}]
+        tokens.revoke(uow, token.id, now=SystemClock().now())
+    db.dispose()
+    assert client.get("/v1/handoffs/stats", headers=headers).status_code == 401
+
+
+def test_tokens_are_stored_hashed(db_url: str) -> None:
+    secret = make_token(db_url, Scope.READ)
+    db = Database(db_url)
+    with db.transaction(write=False) as uow:
+        stored = [
+            row.token_hash for row in uow.conn.execute(text("SELECT token_hash FROM api_tokens"))
+        ]
+    db.dispose()
+    assert secret not in stored
+    assert len(stored) == 1

@@ -39,6 +39,11 @@ def poll(check: Callable[[], bool], timeout: float = 30.0) -> None:
 def test_run_serves_on_sqlite_ingests_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDOFF_")}
+    for step in (["migrate"], ["tokens", "create", "--name", "e2e", "--scope", "admin"]):
+        done = subprocess.run(
+            [HANDOFF, *step], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        )
+    headers = {"Authorization": f"Bearer {done.stdout.strip()}"}
     proc = subprocess.Popen(
         [HANDOFF, "run", "--port", str(port)],
         cwd=tmp_path,
@@ -50,14 +55,18 @@ def test_run_serves_on_sqlite_ingests_and_stops_cleanly(tmp_path: Path) -> None:
     try:
         poll(lambda: httpx.get(f"{base}/readyz").status_code == 200)
         record = {"source": "e2e", "url": "https://example.com/run", "body": "<p>run</p>"}
-        first = httpx.post(f"{base}/v1/scrape-records", json=record).json()["results"][0]
+        first = httpx.post(f"{base}/v1/scrape-records", json=record, headers=headers).json()[
+            "results"
+        ][0]
         assert first["outcome"] == "created"
-        again = httpx.post(f"{base}/v1/scrape-records", json=record).json()["results"][0]
+        again = httpx.post(f"{base}/v1/scrape-records", json=record, headers=headers).json()[
+            "results"
+        ][0]
         assert (again["outcome"], again["handoff_id"]) == ("duplicate", first["handoff_id"])
 
         url = f"{base}/v1/handoffs/{first['handoff_id']}"
-        poll(lambda: httpx.get(url).json()["handoff"]["state"] == "succeeded")
-        stats = httpx.get(f"{base}/v1/handoffs/stats").json()
+        poll(lambda: httpx.get(url, headers=headers).json()["handoff"]["state"] == "succeeded")
+        stats = httpx.get(f"{base}/v1/handoffs/stats", headers=headers).json()
         assert stats["totals"]["succeeded"] == 1
         assert (tmp_path / "var" / "handoff.db").exists()  # the embedded default
     finally:

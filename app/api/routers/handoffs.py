@@ -8,11 +8,14 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from app.api.auth import require
 from app.api.deps import DB
 from app.domain.errors import NotFound
+from app.domain.tokens import Scope
 from app.services import ingestion_handoff
 
 router = APIRouter(prefix="/v1/handoffs", tags=["handoffs"])
+READ = [require(Scope.READ)]
 
 
 class Stats(BaseModel):
@@ -26,14 +29,14 @@ class HandoffDetail(BaseModel):
     attempts: list[dict[str, Any]]
 
 
-@router.get("/stats", response_model=Stats)
+@router.get("/stats", response_model=Stats, dependencies=READ)
 def stats(db: DB) -> Stats:
     """Counts by state x reason code; every state and reason present, zeros included."""
     counts = db.run(ingestion_handoff.stats, write=False)
     return Stats(counts=counts, totals={s: sum(r.values()) for s, r in counts.items()})
 
 
-@router.get("/{handoff_id}", response_model=HandoffDetail)
+@router.get("/{handoff_id}", response_model=HandoffDetail, dependencies=READ)
 def get_handoff(handoff_id: int, db: DB) -> HandoffDetail:
     with db.transaction(write=False) as uow:
         found = uow.handoffs.get(handoff_id)

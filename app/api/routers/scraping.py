@@ -7,10 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
+from app.api.auth import require
 from app.api.deps import DB, AppClock, AppSettings, InlineWorker, WorkerWake
 from app.domain.errors import InvalidInput
 from app.domain.records import ScrapeSubmission
 from app.domain.states import EnqueueOutcome, HandoffState
+from app.domain.tokens import Scope
 from app.services import scrape_storage
 
 router = APIRouter(prefix="/v1", tags=["scraping"])
@@ -33,7 +35,7 @@ class SubmitResponse(BaseModel):
     results: list[SubmitResult]
 
 
-@router.post("/scrape-records", response_model=SubmitResponse)
+@router.post("/scrape-records", response_model=SubmitResponse, dependencies=[require(Scope.INGEST)])
 def submit_records(
     payload: Annotated[ScrapeSubmission | SubmitBatch, Body()],
     db: DB,

@@ -1,3 +1,3 @@
--- PostgreSQL only (LISTEN/NOTIFY wake-ups); SQLite workers poll. Kept so both engines share
--- one list of migration ids.
-SELECT 1;
+-- PostgreSQL only (LISTEN/NOTIFY wake-ups); SQLite workers poll. This no-op keeps one list of
+-- migration ids for both engines.
+DROP TABLE IF EXISTS handoff_noop;
