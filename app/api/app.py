@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
+from app.api.problems import COMMON, PROTECTED
 from app.api.routers import handoffs, health, scraping
 from app.db import migrations
 from app.db.uow import Database
@@ -62,9 +63,9 @@ def create_app(
         db.dispose()
 
     app = FastAPI(title="Handoff", version=__version__, lifespan=lifespan)
-    app.include_router(scraping.router)
-    app.include_router(handoffs.router)
-    app.include_router(health.router)
+    app.include_router(scraping.router, responses=PROTECTED)
+    app.include_router(handoffs.router, responses=PROTECTED)
+    app.include_router(health.router, responses=COMMON)
     _error_handlers(app)
     return app
 
