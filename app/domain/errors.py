@@ -26,6 +26,22 @@ class PayloadHashMismatch(InvalidInput):
     """The supplied payload_hash does not match the payload."""
 
 
+class BodyTooLarge(InvalidInput):
+    """The body is larger than the limit."""
+
+
+class RequestTooLarge(HandoffError):
+    """The request body is larger than this service accepts."""
+
+    status = 413
+
+
+class FetchRefused(HandoffError):
+    """The SSRF guard refused to fetch this URL."""
+
+    status = 422
+
+
 class Unauthenticated(HandoffError):
     """A bearer token is required: send `Authorization: Bearer <token>`."""
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import brotli
 from w3lib.url import canonicalize_url
 
-from app.domain.errors import InvalidInput
+from app.domain.errors import BodyTooLarge, InvalidInput
 
 HASH_PREFIX = "sha256:"
 _FRAME = b"handoff-payload-v1"
@@ -75,7 +75,7 @@ def decode_body(body: bytes, content_encodings: Iterable[str], *, max_bytes: int
         else:
             raise InvalidInput(f"unsupported Content-Encoding {coding!r}", field="headers")
     if len(body) > max_bytes:
-        raise InvalidInput(f"body is larger than {max_bytes} bytes", field="body")
+        raise BodyTooLarge(f"body is larger than {max_bytes} bytes", field="body")
     return body
 
 
@@ -88,7 +88,7 @@ def _inflate(body: bytes, coding: str, max_bytes: int) -> bytes:
         except zlib.error:
             continue
         if len(out) > max_bytes:
-            raise InvalidInput(f"decoded body is larger than {max_bytes} bytes", field="body")
+            raise BodyTooLarge(f"decoded body is larger than {max_bytes} bytes", field="body")
         return out
     raise InvalidInput(f"body is not valid {coding} data", field="body")
 
@@ -100,7 +100,7 @@ def _unbrotli(body: bytes, max_bytes: int) -> bytes:
     except brotli.error as exc:
         raise InvalidInput("body is not valid br data", field="body") from exc
     if len(out) > max_bytes:
-        raise InvalidInput(f"decoded body is larger than {max_bytes} bytes", field="body")
+        raise BodyTooLarge(f"decoded body is larger than {max_bytes} bytes", field="body")
     return out
 
 
