@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.db.document_store import DocumentStore
 from app.db.engine import make_engine
+from app.db.handoff_queries import HandoffQueries
 from app.db.handoff_store import HandoffStore
 from app.db.job_store import JobStore
 from app.db.outbox_store import OutboxStore
@@ -36,6 +37,7 @@ class UnitOfWork:
         self.documents = DocumentStore(conn)
         self.outbox = OutboxStore(conn, self.records, self.handoffs)
         self.tokens = TokenStore(conn)
+        self.queries = HandoffQueries(conn)
 
 
 class Database:
