@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.domain import ssrf
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,12 +54,49 @@ class Settings(BaseSettings):
     # Input limits
     max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_batch_records: int = Field(default=500, gt=0)
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        gt=0,
+        description="Larger request bodies get a 413, checked from Content-Length and while "
+        "reading chunked bodies.",
+    )
+
+    # Scrape sync (POST /v1/scraping/sync): fetching URLs on a client's behalf
+    sync_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    sync_read_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Longest wait for any one read from the server."
+    )
+    sync_deadline_seconds: float = Field(
+        default=60.0, gt=0, description="Longest time one URL may take, redirects included."
+    )
+    sync_max_redirects: int = Field(default=5, ge=0, le=20)
+    sync_max_response_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        gt=0,
+        description="Largest response body read (as sent, before Content-Encoding is undone; "
+        "the decoded body is bounded by max_body_bytes).",
+    )
+    sync_concurrency: int = Field(default=8, ge=1, le=64)
+    sync_allow_networks: list[str] = Field(
+        default_factory=list,
+        description="Networks the SSRF guard admits although they are loopback, private, "
+        'link-local…, e.g. ["10.1.0.0/16"]. Empty: only globally routable addresses.',
+    )
 
     @field_validator("database_url")
     @classmethod
     def _known_engine(cls, value: str) -> str:
         if not value.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
             raise ValueError("database_url must start with sqlite:// or postgresql://")
+        return value
+
+    @field_validator("sync_allow_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        try:
+            ssrf.parse_networks(value)
+        except ValueError as exc:
+            raise ValueError(f"sync_allow_networks: {exc}") from exc
         return value
 
     @model_validator(mode="after")

@@ -3,10 +3,13 @@ database cloned from a migrated template. PostgreSQL is required: if it is down,
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -98,3 +101,48 @@ def empty_db_url(request: pytest.FixtureRequest) -> str:
     """An unmigrated database URL, once per engine: what `handoff migrate` starts from."""
     name = "empty_sqlite_url" if request.param == "sqlite" else "empty_pg_url"
     return str(request.getfixturevalue(name))
+
+
+_LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
+
+def _numeric_host(host: object) -> bool:
+    """An address literal (any form the C library reads without asking DNS), or a local name."""
+    if host is None or (isinstance(host, str) and host.lower() in _LOCAL_NAMES):
+        return True
+    text = host.decode() if isinstance(host, bytes) else str(host)
+    try:
+        socket.inet_aton(text)  # 127.0.0.1, 2130706433, 0x7f.1 …
+        return True
+    except OSError:
+        pass
+    try:
+        ipaddress.ip_address(text.split("%", 1)[0])
+        return True
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def _no_network_beyond_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine's network policy, enforced in every test process: nothing but loopback.
+    Host names other than localhost are not resolved (a DNS query is traffic to the resolver),
+    and sockets connect only to loopback addresses. Scrape-sync fetches URLs a request names,
+    so a generated request (schemathesis) must fail here, never reach the network."""
+    real_getaddrinfo = socket.getaddrinfo
+    real_connect = socket.socket.connect
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _numeric_host(host):
+            raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no name but localhost: {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            host = str(address[0]).split("%", 1)[0]
+            if not ipaddress.ip_address(host).is_loopback:
+                raise OSError(f"test network policy: no connection to {address!r}")
+        real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
