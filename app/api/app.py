@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
+from app.api.limits import BodyLimit
 from app.api.problems import COMMON, PROTECTED
 from app.api.routers import handoffs, health, scraping
 from app.db import migrations
@@ -66,6 +67,7 @@ def create_app(
     app.include_router(scraping.router, responses=PROTECTED)
     app.include_router(handoffs.router, responses=PROTECTED)
     app.include_router(health.router, responses=COMMON)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     _error_handlers(app)
     return app
 
