@@ -27,6 +27,12 @@ class Settings(BaseSettings):
         description="Require bearer tokens. Turning it off is for local experiments only; the "
         "service says so loudly at start.",
     )
+    stuck_after_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="A handoff runnable but unclaimed, or waiting, for longer than this is "
+        "stuck (as is one running on an expired lease).",
+    )
 
     # Ingestion workers
     worker_concurrency: int = Field(default=4, ge=1, le=256)

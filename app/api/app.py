@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import __version__
 from app.api.limits import BodyLimit
 from app.api.problems import COMMON, PROTECTED
-from app.api.routers import handoffs, health, scraping
+from app.api.routers import handoffs, health, references, scraping
 from app.db import migrations
 from app.db.uow import Database
 from app.domain.clock import Clock, SystemClock
@@ -66,6 +66,7 @@ def create_app(
     app = FastAPI(title="Handoff", version=__version__, lifespan=lifespan)
     app.include_router(scraping.router, responses=PROTECTED)
     app.include_router(handoffs.router, responses=PROTECTED)
+    app.include_router(references.router, responses=PROTECTED)
     app.include_router(health.router, responses=COMMON)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     _error_handlers(app)
