@@ -14,6 +14,7 @@ through here, so no connection escapes the check.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable, Iterable, Sequence
 from ipaddress import ip_address
 
@@ -90,12 +91,13 @@ class GuardedTransport(httpx.HTTPTransport):
         *,
         resolver: Resolver | None = None,
         limits: httpx.Limits = DEFAULT_LIMITS,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(trust_env=False, limits=limits)
         # httpx takes no network backend argument, so the pool it built is replaced by the same
         # pool around the guarded backend (httpx is pinned; tests prove the guard is consulted).
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

@@ -8,11 +8,16 @@ those to 127.0.0.1, so a guard failure shows up as a recorded attempt, never as 
 from __future__ import annotations
 
 import gzip
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -107,23 +112,65 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(302, b"", Location=f"/hop/{left - 1}" if left > 1 else "/page")
 
 
-@pytest.fixture
-def site() -> Iterator[Site]:
-    """An HTTP server on 127.0.0.1 (the only place these tests fetch from)."""
+@contextmanager
+def serving(tls: ssl.SSLContext | None = None) -> Iterator[Site]:
+    """An HTTP(S) server on 127.0.0.1 (the only place these tests fetch from)."""
 
     class Handler(_Handler):  # a class per server: the site is a class attribute
         pass
 
     server = ThreadingHTTPServer((LOCAL, 0), Handler)
-    port = server.server_address[1]
-    Handler.site = site = Site(base=f"http://{LOCAL}:{port}", port=int(port))
+    port = int(server.server_address[1])
+    Handler.site = site = Site(base=f"{'https' if tls else 'http'}://{LOCAL}:{port}", port=port)
     site.pages["/page"] = b"<p>hello</p>"
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    yield site
-    site.release.set()
-    server.shutdown()
-    server.server_close()
+    try:
+        yield site
+    finally:
+        site.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    with serving() as running:
+        yield running
+
+
+@dataclass
+class Tls:
+    site: Site
+    client: ssl.SSLContext  # trusts the site's certificate, issued for the name sni.test
+    server_names: list[str | None]  # the SNI each handshake asked for
+
+
+@pytest.fixture
+def tls_site(tmp_path: Path) -> Iterator[Tls]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate for `sni.test` only."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command makes the test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=sni.test", "-addext", "subjectAltName=DNS:sni.test",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    names: list[str | None] = []
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+
+    def record_sni(_: ssl.SSLObject, name: str | None, __: ssl.SSLContext) -> None:
+        names.append(name)
+
+    server.sni_callback = record_sni
+    with serving(server) as running:
+        yield Tls(running, ssl.create_default_context(cafile=str(cert)), names)
 
 
 @pytest.fixture
@@ -279,6 +326,36 @@ def test_the_connection_goes_to_the_vetted_address_with_the_host_name_kept(
     assert page.body == f"rebind.test:{site.port}".encode()  # the Host header kept the name
     assert calls == ["rebind.test"]
     assert connections == [(LOCAL, site.port)]
+
+
+def test_https_keeps_the_host_name_for_sni_and_the_certificate_check(
+    tls_site: Tls, connections: list[Any]
+) -> None:
+    # The socket is pinned to the vetted 127.0.0.1, yet TLS still speaks to `sni.test`: the
+    # server is asked for that name, and its certificate (valid for that name only) verifies.
+    port = tls_site.site.port
+    transport = GuardedTransport(
+        parse_networks(ALLOW_LOCAL),
+        resolver=resolver({"sni.test": [LOCAL]}),
+        ssl_context=tls_site.client,
+    )
+    (page,) = scrape_sync.fetch_all(
+        [f"https://sni.test:{port}/host"], config(), clock=FakeClock(), transport=transport
+    )
+    assert isinstance(page, Page)
+    assert page.body == f"sni.test:{port}".encode()
+    assert tls_site.server_names == ["sni.test"]
+    assert connections == [(LOCAL, port)]
+
+
+def test_https_to_the_address_itself_fails_the_certificate_check(tls_site: Tls) -> None:
+    transport = GuardedTransport(parse_networks(ALLOW_LOCAL), ssl_context=tls_site.client)
+    (result,) = scrape_sync.fetch_all(
+        [tls_site.site.url("/page")], config(), clock=FakeClock(), transport=transport
+    )
+    error, message = failure(result)
+    assert error is FetchError.CONNECTION_FAILED
+    assert "CERTIFICATE_VERIFY_FAILED" in message
 
 
 @pytest.mark.parametrize(
