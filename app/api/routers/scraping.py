@@ -179,13 +179,12 @@ def sync_urls(
     Each URL gets its own result; one URL failing never fails the others."""
     config = SyncConfig.from_settings(settings)
     fetched = scrape_sync.fetch_all(body.urls, config, clock=clock)  # no transaction open
-    prepared = scrape_sync.prepare(
-        body.source, fetched, body.reference_ids, config=config, now=clock.now()
-    )
     now = clock.now()
-    actor = f"client:sync:{body.source}"  # an event actor is client:, worker:, system:…
-    results = db.run(lambda uow: scrape_sync.store(uow, prepared, now=now, actor=actor))
-    if any(r.enqueued is not None for r in results):
+    results = scrape_sync.prepare(body.source, fetched, body.reference_ids, config=config, now=now)
+    if any(r.record is not None for r in results):  # else nothing to write: no transaction
+        actor = f"client:sync:{body.source}"  # event actors are client:, worker:, system:…
+        prepared = results
+        results = db.run(lambda uow: scrape_sync.store(uow, prepared, now=now, actor=actor))
         _after_commit(inline, wake)
     return SyncResponse(results=[_sync_result(r) for r in results])
 
