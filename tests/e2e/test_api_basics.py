@@ -144,3 +144,13 @@ def test_tokens_are_stored_hashed(db_url: str) -> None:
     db.dispose()
     assert secret not in stored
     assert len(stored) == 1
+
+
+def test_switching_auth_off_is_announced_loudly(
+    db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(database_url=db_url, auth_enabled=False)
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/v1/handoffs/stats").status_code == 200  # open to anyone
+    captured = capsys.readouterr()
+    assert "auth.disabled" in captured.out + captured.err

@@ -118,3 +118,19 @@ def test_a_line_that_fails_hashing_is_found_before_anything_is_written(
     assert ":2: payload_hash" in result.stderr.replace("\n", "")
     stats = json.loads(handoff(db_url, "handoffs", "stats", "--json").stdout)
     assert sum(sum(by_reason.values()) for by_reason in stats.values()) == 0
+
+
+def test_tokens_are_created_listed_and_revoked_without_showing_secrets(db_url: str) -> None:
+    created = handoff(db_url, "tokens", "create", "--name", "ci", "--scope", "read")
+    assert created.returncode == 0, created.stderr
+    secret = created.stdout.strip()
+    assert secret.startswith("hnd_")
+    listed = json.loads(handoff(db_url, "tokens", "list", "--json").stdout)
+    assert [(t["name"], t["scopes"], t["revoked_at"]) for t in listed] == [("ci", "read", None)]
+    assert secret not in handoff(db_url, "tokens", "list").stdout
+    revoked = handoff(db_url, "tokens", "revoke", str(listed[0]["id"]))
+    assert revoked.returncode == 0
+    assert json.loads(handoff(db_url, "tokens", "list", "--json").stdout)[0]["revoked_at"]
+    again = handoff(db_url, "tokens", "revoke", str(listed[0]["id"]))
+    assert again.returncode == 1
+    assert "no live token" in again.stderr
