@@ -1,4 +1,4 @@
-"""`handoff …`: run, serve, migrate, worker, submit, handoffs stats."""
+"""`handoff …`: run, serve, migrate, worker, submit, import, handoffs stats."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from app import log
@@ -25,7 +26,7 @@ from app.domain.records import ScrapeSubmission
 from app.domain.states import HandoffState, ReasonCode
 from app.domain.tokens import Scope
 from app.ingest.text import StoreTextHandler
-from app.services import ingestion_handoff, scrape_storage, tokens
+from app.services import importer, ingestion_handoff, scrape_storage, tokens
 from app.settings import Settings
 from app.worker.runner import Worker, WorkerConfig
 
@@ -218,6 +219,55 @@ def submit(
         config = WorkerConfig.from_settings(settings)
         ran = Worker(db, StoreTextHandler(db, clock), config=config, clock=clock).drain()
         out.print(json.dumps({"ingested": ran}))
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(exists=True, dir_okay=False, help="JSONL, WARC, WARC.gz, ARC or ARC.gz."),
+    ],
+    source: Annotated[str, typer.Option(help="Source name for archive records.")] = "warc",
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="Records per transaction.")] = 100,
+) -> None:
+    """Import scrape records from JSONL files (the `submit` format) and web archives,
+    streaming and committing in batches. Prints a JSON summary; a truncated or corrupt file
+    stops the import (exit 1) with what was committed before it kept."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+
+    settings = _settings()
+    _require_current_schema(settings)
+    run = importer.Importer(
+        Database(settings.database_url),
+        SystemClock(),
+        source=source,
+        max_body_bytes=settings.max_body_bytes,
+        batch=batch,
+    )
+    failed = None
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=err
+    ) as bar:
+        for path in paths:
+            task = bar.add_task(path.name, total=path.stat().st_size)
+
+            def advance(done: int, task: TaskID = task) -> None:
+                bar.update(task, completed=done)
+
+            try:
+                run.import_file(path, advance)
+            except importer.ImportFailed as exc:
+                failed = str(exc)
+                break
+            except HandoffError as exc:
+                failed = f"{path}: {exc.message}"
+                break
+            bar.update(task, completed=path.stat().st_size)
+    run.summary.error = failed
+    sys.stdout.write(json.dumps(run.summary.as_json()) + "\n")  # not Rich: no markup, no wrap
+    if failed:
+        err.print(f"[red]import stopped:[/] {escape(failed)}", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @handoffs_app.command("stats")
