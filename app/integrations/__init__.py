@@ -1,0 +1,1 @@
+"""Ways into Handoff from the tools scrapers already use (a Scrapy item pipeline)."""
