@@ -1,52 +1,41 @@
-"""The built-in handler: store the decoded text of a record as its document."""
+"""The built-in handler: extract a record's main text and store it as its document."""
 
 from __future__ import annotations
 
 from app.db.uow import Database
 from app.domain.clock import Clock
-from app.domain.failures import PermanentError
 from app.domain.models import ClaimedJob, ScrapeRecord
-from app.domain.payload import canonical_json
-from app.domain.states import ReasonCode
+from app.ingest.extract import extract
 
-_TEXTUAL = ("text/", "application/json", "application/xml", "application/xhtml+xml")
-
-
-def decoded_text(record: ScrapeRecord) -> str:
-    """The record's body as text (its declared charset, else UTF-8), or its fields as JSON."""
-    media, _, params = record.content_type.partition(";")
-    if not record.body and record.fields is not None:
-        return canonical_json(dict(record.fields)).decode()
-    if not media.startswith(_TEXTUAL) and media != "":
-        raise PermanentError(
-            f"cannot extract text from content type {media!r}",
-            reason=ReasonCode.PERMANENT_VALIDATION_ERROR,
-        )
-    charset = params.partition("charset=")[2].strip() or "utf-8"
-    try:
-        return record.body.decode(charset, errors="replace")
-    except LookupError as exc:
-        raise PermanentError(
-            f"unknown charset {charset!r}", reason=ReasonCode.PERMANENT_VALIDATION_ERROR
-        ) from exc
+#: Decoded text above this is refused (permanent): it bounds what one page may cost downstream.
+DEFAULT_MAX_DECODED_BYTES = 64 * 1024 * 1024
 
 
 class StoreTextHandler:
-    """Upserts one document per version (deterministic id): running twice equals once."""
+    """Upserts one document per version (deterministic id): running twice equals once.
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    Content that cannot be extracted raises `PermanentError` (`permanent_validation_error`).
+    """
+
+    def __init__(
+        self, db: Database, clock: Clock, *, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.max_decoded_bytes = max_decoded_bytes
 
     def __call__(self, job: ClaimedJob) -> None:
         assert job.record is not None  # the worker fails jobs without a record before this
-        text = decoded_text(job.record)
-        record = job.record
+        self.store(job.record)
+
+    def store(self, record: ScrapeRecord) -> None:
+        """Extract `record` and upsert its document in a transaction of its own."""
+        extracted = extract(record, max_decoded_bytes=self.max_decoded_bytes)
         with self.db.transaction() as uow:
             uow.documents.upsert(
                 record.reference_id,
                 record.payload_hash,
                 record.content_type,
-                text,
+                extracted.text,
                 self.clock.now(),
             )
