@@ -94,7 +94,6 @@ class Worker:
         self._results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
         self._inflight: dict[int, Lease] = {}  # leased by this worker, running or prefetched
         self._running_since: dict[int, float] = {}  # handoff id -> when its handler started
-        self._claimed_at: dict[int, float] = {}  # handoff id -> when this worker leased it
         self._hung: set[int] = set()  # timed-out jobs whose handler thread is still busy
         self._unsaved: list[_Result] = []  # finished jobs whose outcome is not committed yet
         self._rand = random.Random()
@@ -193,7 +192,6 @@ class Worker:
             log.info("worker.released", worker_id=self.id, count=len(leases))
             self._inflight.clear()
             self._running_since.clear()
-            self._claimed_at.clear()
 
     # -- steps ---------------------------------------------------------------------------------
 
@@ -233,10 +231,8 @@ class Worker:
             log.warning("worker.lease_lost", handoff_id=lost.handoff_id, lease_token=lost.token)
         for result in list(self._unsaved):
             self._forget(result)
-        claimed_at = time.monotonic()
         for job in jobs:
             self._inflight[job.handoff.id] = job.lease
-            self._claimed_at[job.handoff.id] = claimed_at
         return jobs
 
     def _forget(self, result: _Result) -> None:
@@ -290,25 +286,21 @@ class Worker:
     def _heartbeat(self) -> None:
         """Extend the leases of jobs in flight, except those whose handler has run past
         `job_timeout`: a hung handler's lease runs out, and the rescuer counts a crash.
-        Prefetched jobs that waited that long for a handler thread (all of them busy or hung)
-        are given back instead, at no cost to their budget."""
+        Once every handler thread is stuck in a timed-out handler, the prefetched jobs could
+        wait forever: they are given back instead, at no cost to their budgets."""
         cutoff = time.monotonic() - self.config.job_timeout
         for handoff_id, since in list(self._running_since.items()):
             if since < cutoff and handoff_id in self._inflight:
                 log.warning("worker.job_timeout", handoff_id=handoff_id, worker_id=self.id)
                 self._drop(handoff_id)
                 self._hung.add(handoff_id)
-        waited = [
-            self._inflight[i]
-            for i, at in list(self._claimed_at.items())
-            if at < cutoff and i in self._inflight and i not in self._running_since
-        ]
-        if waited:
+        waiting = [lease for i, lease in self._inflight.items() if i not in self._running_since]
+        if waiting and len(self._hung) >= self.config.concurrency:
             now = self.clock.now()
-            for lease in waited:
+            for lease in waiting:
                 self._drop(lease.handoff_id)
-            self.db.run(lambda uow: ingestion.release(uow, waited, now=now, worker_id=self.id))
-            log.warning("worker.released_waiting", worker_id=self.id, count=len(waited))
+            self.db.run(lambda uow: ingestion.release(uow, waiting, now=now, worker_id=self.id))
+            log.warning("worker.released_waiting", worker_id=self.id, count=len(waiting))
         leases = list(self._inflight.values())
         if not leases:
             return
@@ -326,7 +318,6 @@ class Worker:
     def _drop(self, handoff_id: int) -> None:
         self._inflight.pop(handoff_id, None)
         self._running_since.pop(handoff_id, None)
-        self._claimed_at.pop(handoff_id, None)
 
     def _rescue(self) -> None:
         now = self.clock.now()
