@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
@@ -109,3 +112,32 @@ def wipe(db: Database) -> None:
     with db.transaction() as uow:
         for table in TABLES:
             uow.conn.execute(delete(table))
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    timeout: float = 20.0,
+    *,
+    interval: float = 0.05,
+    tolerate: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Poll `condition` until it holds (no fixed sleeps); `tolerate` names errors that mean
+    "not yet" (a server still starting). Fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if condition():
+                return
+        except tolerate:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

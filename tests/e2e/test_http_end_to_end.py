@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -19,28 +17,9 @@ import pytest
 
 from app.api.app import create_app
 from app.settings import Settings
+from tests.support import free_port, wait_for
 
 HANDOFF = str(Path(sys.executable).with_name("handoff"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def poll(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -59,7 +38,9 @@ def served(db_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        poll(lambda: httpx.get(f"{base}/readyz").status_code == 200)
+        wait_for(
+            lambda: httpx.get(f"{base}/readyz").status_code == 200, tolerate=(httpx.TransportError,)
+        )
         yield base, {"Authorization": f"Bearer {created.stdout.strip()}"}
     finally:
         proc.send_signal(signal.SIGINT)
@@ -81,7 +62,7 @@ def test_a_record_is_ingested_and_visible_in_list_detail_stats_and_history(
             state: str = api.get(f"/v1/handoffs/{handoff_id}").json()["handoff"]["state"]
             return state == "succeeded"
 
-        poll(succeeded)
+        wait_for(succeeded, tolerate=(httpx.TransportError,))
         detail = api.get(f"/v1/handoffs/{handoff_id}").json()
         assert [e["to_state"] for e in detail["events"]] == ["queued", "running", "succeeded"]
         assert detail["why"]

@@ -4,36 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from tests.support import free_port, wait_for
+
 HANDOFF = str(Path(sys.executable).with_name("handoff"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def poll(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.1)
 
 
 def test_run_serves_on_sqlite_ingests_and_stops_cleanly(tmp_path: Path) -> None:
@@ -53,7 +32,9 @@ def test_run_serves_on_sqlite_ingests_and_stops_cleanly(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        poll(lambda: httpx.get(f"{base}/readyz").status_code == 200)
+        wait_for(
+            lambda: httpx.get(f"{base}/readyz").status_code == 200, tolerate=(httpx.TransportError,)
+        )
         record = {"source": "e2e", "url": "https://example.com/run", "body": "<p>run</p>"}
         first = httpx.post(f"{base}/v1/scrape-records", json=record, headers=headers).json()[
             "results"
@@ -65,7 +46,10 @@ def test_run_serves_on_sqlite_ingests_and_stops_cleanly(tmp_path: Path) -> None:
         assert (again["outcome"], again["handoff_id"]) == ("duplicate", first["handoff_id"])
 
         url = f"{base}/v1/handoffs/{first['handoff_id']}"
-        poll(lambda: httpx.get(url, headers=headers).json()["handoff"]["state"] == "succeeded")
+        wait_for(
+            lambda: httpx.get(url, headers=headers).json()["handoff"]["state"] == "succeeded",
+            tolerate=(httpx.TransportError,),
+        )
         stats = httpx.get(f"{base}/v1/handoffs/stats", headers=headers).json()
         assert stats["totals"]["succeeded"] == 1
         assert (tmp_path / "var" / "handoff.db").exists()  # the embedded default

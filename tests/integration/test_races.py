@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import text
@@ -16,15 +15,7 @@ from app.domain.states import HandoffState, ReasonCode
 from app.services import ingestion
 from app.services.scrape_storage import store_and_hand_off
 from app.worker.runner import Worker, WorkerConfig
-from tests.support import CLIENT, LEASE, WORKER, at, hand_off_one, version
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.02)
+from tests.support import CLIENT, LEASE, WORKER, at, hand_off_one, version, wait_for
 
 
 def test_a_payload_queued_behind_a_finishing_run_is_promoted_not_stranded(pg_url: str) -> None:

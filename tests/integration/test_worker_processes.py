@@ -26,14 +26,7 @@ from app.services import ingestion, scrape_storage
 from app.settings import REPO_ROOT
 from app.worker.handler import NoopHandler
 from app.worker.runner import Worker, WorkerConfig
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.05)
+from tests.support import wait_for
 
 
 def submit(db: Database, reference_id: str, body: str = "<p>x</p>") -> int:
