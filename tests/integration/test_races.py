@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import text
 
@@ -56,39 +59,37 @@ def test_a_payload_queued_behind_a_finishing_run_is_promoted_not_stranded(pg_url
     db.dispose()
 
 
-def test_a_hung_handler_stops_being_heartbeated_and_is_rescued_as_a_crash(db_url: str) -> None:
-    db = Database(db_url)
-    hand_off_one(db, FakeClock(SystemClock().now()), version("hung", "x"))
-    release = threading.Event()
+@contextmanager
+def hung_worker(db: Database, **config: Any) -> Iterator[None]:
+    """A worker with one handler thread whose handler never returns (until the block ends)."""
+    release, stop = threading.Event(), threading.Event()
 
     def hang(job: ClaimedJob) -> None:
         release.wait(30)
 
-    config = WorkerConfig(
-        concurrency=1,
-        lease=timedelta(seconds=1),
-        heartbeat_every=0.05,
-        poll_every=0.05,
-        rescue_every=0.1,
-        job_timeout=0.3,
-        shutdown_grace=0,
-    )
-    stop = threading.Event()
-    worker = Worker(db, hang, config=config)
+    settings = {"heartbeat_every": 0.05, "poll_every": 0.05, "job_timeout": 0.3, **config}
+    worker = Worker(db, hang, config=WorkerConfig(concurrency=1, shutdown_grace=0, **settings))
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        release.set()
+        thread.join(timeout=20)
+
+
+def test_a_hung_handler_stops_being_heartbeated_and_is_rescued_as_a_crash(db_url: str) -> None:
+    db = Database(db_url)
+    hand_off_one(db, FakeClock(SystemClock().now()), version("hung", "x"))
 
     def rescued() -> bool:
         with db.transaction(write=False) as uow:
             rows = uow.handoffs.of_reference("hung")
         return rows[0].crashes >= 1
 
-    try:
+    with hung_worker(db, lease=timedelta(seconds=1), rescue_every=0.1):
         wait_for(rescued)
-    finally:
-        stop.set()
-        release.set()
-        thread.join(timeout=20)
     with db.transaction(write=False) as uow:
         (row,) = uow.handoffs.of_reference("hung")
         events = uow.handoffs.events(row.id)
@@ -101,25 +102,6 @@ def test_jobs_prefetched_behind_a_hung_handler_are_given_back_at_no_cost(db_url:
     clock = FakeClock(SystemClock().now())
     for n in range(3):
         hand_off_one(db, clock, version(f"queue-{n}", "x"))
-    release = threading.Event()
-
-    def hang(job: ClaimedJob) -> None:
-        release.wait(30)
-
-    config = WorkerConfig(
-        concurrency=1,
-        prefetch=2,
-        lease=timedelta(seconds=30),
-        heartbeat_every=0.05,
-        poll_every=0.05,
-        rescue_every=3600,
-        job_timeout=0.3,
-        shutdown_grace=0,
-    )
-    stop = threading.Event()
-    worker = Worker(db, hang, config=config)
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
 
     def rows() -> list[tuple[HandoffState, ReasonCode, int, int]]:
         with db.transaction(write=False) as uow:
@@ -129,15 +111,11 @@ def test_jobs_prefetched_behind_a_hung_handler_are_given_back_at_no_cost(db_url:
     def two_given_back() -> bool:
         return sum(r[1] is ReasonCode.LEASE_RELEASED for r in rows()) == 2
 
-    try:
+    with hung_worker(db, prefetch=2, lease=timedelta(seconds=30), rescue_every=3600):
         wait_for(two_given_back)
         # The only handler thread is hung, so the worker claims nothing more: they stay queued.
         time.sleep(0.3)
         assert two_given_back()
-    finally:
-        stop.set()
-        release.set()
-        thread.join(timeout=20)
     released = [r for r in rows() if r[1] is ReasonCode.LEASE_RELEASED]
     assert released == [(HandoffState.QUEUED, ReasonCode.LEASE_RELEASED, 0, 0)] * 2
     db.dispose()
