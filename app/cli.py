@@ -1,4 +1,4 @@
-"""`handoff …`: run, serve, migrate, worker, submit, import, handoffs stats."""
+"""`handoff …`: run, serve, migrate, worker, submit, import, search, handoffs, tokens."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from app import log
+from app.api.document_models import SearchHitOut, SearchResultsOut
 from app.db import migrations
 from app.db.notify import Listener
 from app.db.uow import Database
@@ -25,8 +26,8 @@ from app.domain.errors import HandoffError
 from app.domain.records import ScrapeSubmission
 from app.domain.states import HandoffState, ReasonCode
 from app.domain.tokens import Scope
-from app.ingest.text import StoreTextHandler
-from app.services import importer, ingestion_handoff, scrape_storage, tokens
+from app.ingest.pipeline import build_handler
+from app.services import documents, importer, ingestion_handoff, scrape_storage, tokens
 from app.settings import Settings
 from app.worker.runner import Worker, WorkerConfig
 
@@ -79,7 +80,7 @@ def _start_worker(settings: Settings, concurrency: int | None, stop: threading.E
     # listener opens its own).
     db = Database(settings.database_url, pool_size=config.concurrency + 2)
     clock = SystemClock()
-    worker = Worker(db, StoreTextHandler(db, clock), config=config, clock=clock)
+    worker = Worker(db, build_handler(settings, db, clock), config=config, clock=clock)
     if not settings.is_sqlite:
         Listener(settings.database_url, worker.wake, stop).start()
     return worker
@@ -97,11 +98,19 @@ def _stop_on_signals(stop: threading.Event) -> None:
 @app.command()
 def worker(
     concurrency: Annotated[int | None, typer.Option(min=1, help="Handler threads.")] = None,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="Ingest what is runnable now, then exit.")
+    ] = False,
 ) -> None:
-    """Run an ingestion worker until SIGTERM/SIGINT."""
+    """Run an ingestion worker until SIGTERM/SIGINT (or, with --drain, until nothing is
+    runnable; prints how many handoffs it ran)."""
     settings = _settings()
     log.configure()
     _require_current_schema(settings)
+    if drain:
+        ran = _start_worker(settings, concurrency, threading.Event()).drain()
+        sys.stdout.write(json.dumps({"ingested": ran}) + "\n")
+        return
     stop = threading.Event()
     _stop_on_signals(stop)
     _start_worker(settings, concurrency, stop).run(stop)
@@ -217,7 +226,7 @@ def submit(
     out.print(json.dumps({"submitted": sum(tally.values()), "outcomes": tally}))
     if inline:
         config = WorkerConfig.from_settings(settings)
-        ran = Worker(db, StoreTextHandler(db, clock), config=config, clock=clock).drain()
+        ran = Worker(db, build_handler(settings, db, clock), config=config, clock=clock).drain()
         out.print(json.dumps({"ingested": ran}))
 
 
@@ -268,6 +277,58 @@ def import_(
     if failed:
         err.print(f"[red]import stopped:[/] {escape(failed)}", soft_wrap=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    query: Annotated[
+        str, typer.Argument(help='Words, "quoted phrases", -excluded, a or b (English stemming).')
+    ],
+    limit: Annotated[int, typer.Option(min=1, max=documents.MAX_LIMIT)] = 10,
+    offset: Annotated[int, typer.Option(min=0, max=documents.MAX_OFFSET)] = 0,
+    include_superseded: Annotated[
+        bool, typer.Option(help="Also search documents a newer version replaced.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Full-text search over ingested documents, best match first."""
+    settings = _settings()
+    _require_current_schema(settings)
+    try:
+        page = Database(settings.database_url).run(
+            lambda uow: documents.search(
+                uow, query, limit=limit, offset=offset, include_superseded=include_superseded
+            ),
+            write=False,
+        )
+    except HandoffError as exc:
+        err.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    if as_json:
+        body = SearchResultsOut(
+            query=page.query,
+            limit=page.limit,
+            offset=page.offset,
+            next_offset=page.next_offset,
+            results=[SearchHitOut.from_hit(hit) for hit in page.results],
+        )
+        out.print_json(body.model_dump_json())
+        return
+    if not page.results:
+        err.print(f"no document matches {query!r}")
+        return
+    table = Table(title=f"documents matching {query!r}", show_lines=True)
+    for column in ("score", "title / url", "reference_id", "snippet"):
+        table.add_column(column, overflow="fold")
+    for hit in page.results:
+        doc = hit.document
+        heading = escape(doc.title or "(untitled)") + "\n[dim]" + escape(doc.url or "") + "[/]"
+        if not hit.current:
+            heading += "\n[yellow]superseded[/]"
+        table.add_row(f"{hit.score:.3f}", heading, escape(doc.reference_id), escape(hit.snippet))
+    out.print(table)
+    if page.next_offset is not None:
+        err.print(f"more: --offset {page.next_offset}")
 
 
 @handoffs_app.command("stats")

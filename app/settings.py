@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.domain import ssrf
+
+SinkName = Literal["documents", "webhook"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +60,21 @@ class Settings(BaseSettings):
     claim_batch: int = Field(default=32, ge=1, le=1000)
     inline_ingestion: bool = False
 
+    # Ingestion sinks: where extracted documents go (app/ingest/sinks.py)
+    sinks: Annotated[list[SinkName], NoDecode] = Field(
+        default_factory=lambda: list[SinkName](["documents"]),
+        description='Comma-separated, in delivery order: "documents" (the searchable document '
+        'store) and/or "webhook" (POST each document to webhook_url).',
+    )
+    webhook_url: str | None = Field(
+        default=None, description="http(s) URL the webhook sink POSTs each document to."
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="If set, each webhook request carries X-Handoff-Signature: sha256=<HMAC>.",
+    )
+
     # Input limits
     max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
     max_batch_records: int = Field(default=500, gt=0)
@@ -96,6 +114,20 @@ class Settings(BaseSettings):
             raise ValueError("database_url must start with sqlite:// or postgresql://")
         return value
 
+    @field_validator("sinks", mode="before")
+    @classmethod
+    def _sink_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            AnyHttpUrl(value)  # raises a ValueError naming what is wrong
+        return value
+
     @field_validator("sync_allow_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -111,6 +143,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 "heartbeat_seconds must be shorter than lease_seconds, or live leases expire"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _sinks_are_usable(self) -> Settings:
+        if not self.sinks:
+            raise ValueError("sinks: name at least one of documents, webhook")
+        if len(set(self.sinks)) != len(self.sinks):
+            raise ValueError("sinks: each sink may be named once")
+        if "webhook" in self.sinks and self.webhook_url is None:
+            raise ValueError("sinks: the webhook sink needs webhook_url")
         return self
 
     @property

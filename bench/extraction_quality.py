@@ -9,8 +9,8 @@ over all pages) is reported too.
 
 Throughput, same pages, same process, `--repeat` passes each, best pass kept:
 * bare: `trafilatura.bare_extraction` of the decoded page with the production options;
-* full: `StoreTextHandler.store` of the scrape record: decoding, extraction, fallback and the
-  document upsert into a migrated SQLite database (one transaction per page, as the worker does).
+* full: `IngestHandler` on the scrape record: decoding, extraction, fallback and the document
+  store sink's write into a migrated SQLite database (one transaction per page, as the worker does).
 Overhead = 1 - full / bare (pages/s).
 
     .venv/bin/python bench/extraction_quality.py --out docs/bench-extraction.json
@@ -43,7 +43,8 @@ from app.db.uow import Database  # noqa: E402
 from app.domain.clock import SystemClock  # noqa: E402
 from app.domain.models import ScrapeRecord  # noqa: E402
 from app.ingest.extract import TRAFILATURA_OPTIONS, extract  # noqa: E402
-from app.ingest.text import StoreTextHandler  # noqa: E402
+from app.ingest.pipeline import IngestHandler  # noqa: E402
+from app.ingest.sinks import DocumentStoreSink  # noqa: E402
 
 DATA = REPO_ROOT.parent / "shared" / "data" / "article-extraction-benchmark"
 MIGRATIONS_DIR = REPO_ROOT / "db" / "migrations"
@@ -128,11 +129,15 @@ def throughput(records: Sequence[ScrapeRecord], repeat: int) -> dict[str, Any]:
         url = f"sqlite:///{tmp}/bench.db"
         migrations.apply(url, MIGRATIONS_DIR)
         db = Database(url)
-        handler = StoreTextHandler(db, SystemClock(), max_decoded_bytes=MAX_DECODED)
+        handler = IngestHandler(
+            [DocumentStoreSink(db, SystemClock())], max_decoded_bytes=MAX_DECODED
+        )
 
         def full() -> None:
             for record in records:
-                handler.store(record)
+                document = handler.document(record)
+                for sink in handler.sinks:
+                    sink.deliver(document, None)
 
         bare_rate = best_rate(bare, len(records), repeat)
         full_rate = best_rate(full, len(records), repeat)

@@ -16,12 +16,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import __version__
 from app.api.limits import BodyLimit
 from app.api.problems import COMMON, PROTECTED
-from app.api.routers import handoffs, health, references, scraping
+from app.api.routers import documents, handoffs, health, references, scraping
 from app.db import migrations
 from app.db.uow import Database
 from app.domain.clock import Clock, SystemClock
 from app.domain.errors import HandoffError
-from app.ingest.text import StoreTextHandler
+from app.ingest.pipeline import build_handler
 from app.settings import Settings
 from app.worker.runner import Worker, WorkerConfig
 
@@ -53,7 +53,7 @@ def create_app(
         app.state.inline_worker = (
             Worker(
                 db,
-                StoreTextHandler(db, clock),
+                build_handler(settings, db, clock),
                 config=WorkerConfig.from_settings(settings),
                 clock=clock,
             )
@@ -67,6 +67,7 @@ def create_app(
     app.include_router(scraping.router, responses=PROTECTED)
     app.include_router(handoffs.router, responses=PROTECTED)
     app.include_router(references.router, responses=PROTECTED)
+    app.include_router(documents.router, responses=PROTECTED)
     app.include_router(health.router, responses=COMMON)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     _error_handlers(app)

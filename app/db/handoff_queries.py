@@ -220,8 +220,8 @@ class HandoffQueries:
         return [to_handoff(r) for r in rows]
 
     def current_document(self, reference_id: str) -> DocumentSummary | None:
-        """The document of the reference's newest succeeded version (latest fetch), if any."""
-        d, h = documents.c, handoffs.c
+        """The reference's current document: that of its newest ingested version, if any."""
+        d = documents.c
         row = self.conn.execute(
             select(
                 d.id,
@@ -231,16 +231,7 @@ class HandoffQueries:
                 func.substr(d.text, 1, _EXCERPT_CHARS).label("excerpt"),
                 d.created_at,
                 d.updated_at,
-            )
-            .select_from(
-                documents.join(
-                    handoffs,
-                    and_(h.reference_id == d.reference_id, h.payload_hash == d.payload_hash),
-                )
-            )
-            .where(d.reference_id == reference_id, h.state == HandoffState.SUCCEEDED.value)
-            .order_by(h.fetched_at.desc(), h.id.desc())
-            .limit(1)
+            ).where(d.reference_id == reference_id, d.superseded_at.is_(None))
         ).first()
         if row is None:
             return None

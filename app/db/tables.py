@@ -122,13 +122,26 @@ ingestion_jobs = Table(
 documents = Table(
     "documents",
     metadata,
-    Column("id", Text, primary_key=True),
+    Column("id", Text, nullable=False, unique=True),
     Column("reference_id", Text, nullable=False),
     Column("payload_hash", Text, nullable=False),
     Column("content_type", Text, nullable=False),
     Column("text", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("url", Text),
+    Column("title", Text),
+    Column("language", Text),
+    Column("canonical_url", Text),
+    Column("published", Text),
+    Column("kind", Text, nullable=False),
+    Column("fetched_at", UtcDateTime, nullable=False),
+    Column("superseded_at", UtcDateTime),
+    Column("superseded_by", Text),
+    Column("seq", Id, primary_key=True),
+    # Search structures live outside this mirror, per engine: PostgreSQL's generated
+    # `search_vector` column (GIN-indexed) and SQLite's `documents_fts` FTS5 table.
 )
 
 api_tokens = Table(

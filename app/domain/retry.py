@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 
 from app.domain.states import HandoffState, ReasonCode, RetryClass
 
@@ -134,3 +135,23 @@ def _throttled(
         counters.crashes,
         since,
     )
+
+
+def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """An HTTP `Retry-After` (delay seconds or an HTTP date) as a delay from `now`.
+
+    None when absent or unreadable, so the caller falls back to its backoff; a date in the past
+    is no delay at all.
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT; an odd one without a zone is read as such
+        when = when.replace(tzinfo=UTC)
+    return max(timedelta(0), when - now)

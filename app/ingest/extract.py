@@ -11,19 +11,18 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import trafilatura
 from charset_normalizer import from_bytes
 from lxml import etree  # type: ignore[import-untyped]  # lxml ships no stubs
 from lxml import html as lxml_html
 
+from app.domain.documents import Kind
 from app.domain.failures import PermanentError
 from app.domain.models import ScrapeRecord
 from app.domain.payload import canonical_json
 from app.domain.states import ReasonCode
-
-Kind = Literal["html", "json", "text"]
 
 #: The options bench/extraction_quality.py measured best: favor_precision lifts macro F1 from
 #: 0.958 (defaults) to 0.965; favor_recall, no tables or comments all score lower.

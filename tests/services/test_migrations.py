@@ -31,7 +31,10 @@ UNIQUE_CONSTRAINTS = {
     "ingestion_handoffs": {"ingestion_handoffs_pair_key": ["reference_id", "payload_hash"]},
     "handoff_events": {},
     "ingestion_jobs": {"ingestion_jobs_lease_key": ["handoff_id", "lease_token"]},
-    "documents": {"documents_version_key": ["reference_id", "payload_hash"]},
+    "documents": {
+        "documents_id_key": ["id"],
+        "documents_version_key": ["reference_id", "payload_hash"],
+    },
 }
 #: Index name -> (columns, unique, the states its WHERE names, or None for a full index).
 INDEXES: dict[str, dict[str, tuple[list[str], bool, set[str] | None]]] = {
@@ -48,8 +51,15 @@ INDEXES: dict[str, dict[str, tuple[list[str], bool, set[str] | None]]] = {
     },
     "handoff_events": {"handoff_events_handoff_idx": (["handoff_id", "id"], False, None)},
     "ingestion_jobs": {},
-    "documents": {},
+    "documents": {"documents_one_current": (["reference_id"], True, set())},
 }
+#: Full-text search is engine-specific, so tables.py leaves it out: PostgreSQL has a generated
+#: tsvector column with a GIN index, SQLite an FTS5 table (and its shadow tables) with triggers.
+PG_SEARCH_COLUMN, PG_SEARCH_INDEX, SQLITE_FTS = (
+    "search_vector",
+    "documents_search_idx",
+    "documents_fts",
+)
 
 
 def app_tables(url: str) -> dict[str, Any]:
@@ -57,13 +67,15 @@ def app_tables(url: str) -> dict[str, Any]:
     db = Database(url)
     try:
         insp = inspect(db.engine)
-        names = [n for n in insp.get_table_names() if not n.startswith(("_yoyo", "yoyo"))]
+        names = [
+            n for n in insp.get_table_names() if not n.startswith(("_yoyo", "yoyo", SQLITE_FTS))
+        ]
         return {
             name: {
-                "columns": insp.get_columns(name),
+                "columns": [c for c in insp.get_columns(name) if c["name"] != PG_SEARCH_COLUMN],
                 "pk": insp.get_pk_constraint(name)["constrained_columns"],
                 "unique": insp.get_unique_constraints(name),
-                "indexes": insp.get_indexes(name),
+                "indexes": [i for i in insp.get_indexes(name) if i["name"] != PG_SEARCH_INDEX],
             }
             for name in names
         }
@@ -180,6 +192,32 @@ def test_the_migrated_schema_has_the_partial_unique_and_lookup_indexes(db_url: s
             if not i.get("duplicates_constraint")  # PostgreSQL lists unique constraints too
         }
         assert found == expected, name
+
+
+def test_the_migrated_schema_has_its_engines_full_text_search(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        insp = inspect(db.engine)
+        if db_url.startswith("postgresql"):
+            columns = {c["name"]: str(c["type"]) for c in insp.get_columns("documents")}
+            assert columns[PG_SEARCH_COLUMN] == "TSVECTOR"
+            with db.engine.connect() as conn:
+                indexdef = conn.exec_driver_sql(
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = %s", (PG_SEARCH_INDEX,)
+                ).scalar_one()
+            assert "USING gin (search_vector)" in indexdef
+        else:
+            assert SQLITE_FTS in insp.get_table_names()
+            with db.engine.connect() as conn:
+                triggers = set(
+                    conn.exec_driver_sql(
+                        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+                        ("documents",),
+                    ).scalars()
+                )
+            assert triggers == {f"{SQLITE_FTS}_{op}" for op in ("insert", "update", "delete")}
+    finally:
+        db.dispose()
 
 
 # -- refusing to run on an old schema -------------------------------------------------------------

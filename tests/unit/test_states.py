@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import get_args
 
 import pytest
 
+from app.domain.documents import Kind
 from app.domain.states import (
     ACTIVE_STATES,
     REASON_DESCRIPTIONS,
@@ -28,6 +30,8 @@ _PARTIAL_INDEX = re.compile(
     r"CREATE UNIQUE INDEX (\w+) ON \w+ \(\w+\)\s+WHERE state (?:IN \(([^)]*)\)|= ('[^']*'))"
 )
 _QUOTED = re.compile(r"'([^']*)'")
+_ALTER = re.compile(r"ALTER TABLE (\w+)\n(.*?);", re.DOTALL)
+_ADD_CHECK_IN = re.compile(r"ADD CONSTRAINT \w+ CHECK \((\w+) IN \(([^)]*)\)\)")
 
 
 def schema_sql(engine: str) -> str:
@@ -39,8 +43,13 @@ def schema_sql(engine: str) -> str:
 def check_lists(engine: str) -> dict[tuple[str, str], set[str]]:
     """{(table, column): the values its `CHECK (column IN (...))` allows}."""
     found: dict[tuple[str, str], set[str]] = {}
-    for table, body in _TABLE.findall(schema_sql(engine)):
+    sql = schema_sql(engine)
+    for table, body in _TABLE.findall(sql):
         for column, values in _CHECK_IN.findall(body):
+            # A SQLite table rebuild creates `<table>_new`, then renames it.
+            found[(table.removesuffix("_new"), column)] = set(_QUOTED.findall(values))
+    for table, body in _ALTER.findall(sql):
+        for column, values in _ADD_CHECK_IN.findall(body):
             found[(table, column)] = set(_QUOTED.findall(values))
     return found
 
@@ -72,7 +81,14 @@ def test_the_parser_finds_every_enumerated_column(
         ("ingestion_jobs", "outcome"),
         ("ingestion_jobs", "retry_class"),
         ("ingestion_jobs", "reason_code"),
+        ("documents", "kind"),
     }
+
+
+def test_document_kinds_are_exactly_the_extractors_kinds(
+    checks: dict[tuple[str, str], set[str]],
+) -> None:
+    assert checks[("documents", "kind")] == set(get_args(Kind))
 
 
 @pytest.mark.parametrize(
