@@ -70,10 +70,10 @@ def receiver() -> Iterator[Receiver]:
 def worker_for(db: Database, clock: FakeClock, receiver: Receiver) -> Worker:
     settings = Settings(
         database_url=db.url,
-        sinks="documents,webhook",  # type: ignore[arg-type]  # as the environment gives it
+        sinks="documents,webhook",  # as the environment gives it
         webhook_url=receiver.url,
         webhook_timeout_seconds=0.5,
-        webhook_secret=SECRET,  # type: ignore[arg-type]
+        webhook_secret=SECRET,
     )
     handler = build_handler(settings, db, clock)
     assert [s.name for s in handler.sinks] == ["documents", "webhook"]
@@ -200,10 +200,10 @@ def test_the_webhook_alone_can_be_the_only_sink(
 
 def test_settings_refuse_a_webhook_without_url_and_unknown_sinks() -> None:
     with pytest.raises(ValueError, match="webhook sink needs webhook_url"):
-        Settings(sinks="documents,webhook")  # type: ignore[arg-type]
+        Settings(sinks="documents,webhook")
     with pytest.raises(ValueError, match="sinks"):
-        Settings(sinks="documents,ftp")  # type: ignore[arg-type]
+        Settings(sinks="documents,ftp")
     with pytest.raises(ValueError, match="webhook_url"):
-        Settings(sinks="webhook", webhook_url="not a url")  # type: ignore[arg-type]
+        Settings(sinks="webhook", webhook_url="not a url")
     assert Settings().sinks == ["documents"]
     assert DocumentStoreSink.name == "documents"
