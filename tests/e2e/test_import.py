@@ -152,3 +152,72 @@ def test_jsonl_imports_like_submit_and_a_bad_line_names_file_and_line(
     assert summary_of(failed)["outcomes"] == {"created": 1}  # the line before it, committed
     _, records, paired = stored(db_url)
     assert records == paired == 6
+
+
+def html_bodies(path: Path) -> dict[str, int]:
+    """URL -> body length of every HTML response, as warcio reads them (last one wins)."""
+    sizes: dict[str, int] = {}
+    with path.open("rb") as f:
+        for record in ArchiveIterator(f):
+            content_type = (
+                record.http_headers.get_header("Content-Type") if record.http_headers else ""
+            )
+            if record.rec_type == "response" and "text/html" in (content_type or ""):
+                url = record.rec_headers.get_header("WARC-Target-URI")
+                sizes[url] = len(record.content_stream().read())
+    return sizes
+
+
+def test_iana_pages_become_searchable_documents_and_a_phrase_finds_its_page(
+    db_url: str,
+) -> None:
+    iana = WARC / "iana.warc.gz"
+    pages = html_bodies(iana)
+    assert handoff(db_url, "import", str(iana)).returncode == 0
+    drained = handoff(db_url, "worker", "--drain")
+    assert drained.returncode == 0, drained.stderr
+    assert json.loads(drained.stdout)["ingested"] >= len(pages)
+
+    db = Database(db_url)
+    try:
+        with db.transaction(write=False) as uow:
+            current = {
+                row.reference_id: row.title
+                for row in uow.conn.execute(
+                    text("SELECT reference_id, title FROM documents WHERE superseded_at IS NULL")
+                )
+            }
+            unfinished = uow.conn.execute(
+                text("SELECT count(*) FROM ingestion_handoffs WHERE state NOT IN "
+                     "('succeeded', 'failed', 'superseded')")
+            ).scalar()  # fmt: skip
+            failed = {
+                row.reference_id: row.reason_code
+                for row in uow.conn.execute(
+                    text("SELECT reference_id, reason_code FROM ingestion_handoffs "
+                         "WHERE state = 'failed'")
+                )
+            }  # fmt: skip
+    finally:
+        db.dispose()
+    assert unfinished == 0
+    with_text = {derive_reference_id("warc", u) for u, size in pages.items() if size > 0}
+    empty = {derive_reference_id("warc", u) for u, size in pages.items() if size == 0}
+    assert len(with_text) >= 18
+    assert with_text <= set(current)  # every HTML page with a body is a current document
+    # An empty body (a bare redirect) has nothing to index: it fails permanently, saying why;
+    # so do fonts and images (no text to extract) — failed once, not retried in a loop.
+    html_failed = {ref for ref in failed if ref in with_text | empty}
+    assert html_failed == empty
+    assert set(failed.values()) == {"permanent_validation_error"}
+    assert current[derive_reference_id("warc", "http://www.iana.org/time-zones")]
+
+    found = handoff(db_url, "search", '"often called tz or zoneinfo"', "--json")
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)["results"]
+    assert [r["url"] for r in results] == ["http://www.iana.org/time-zones"]
+    assert results[0]["title"] == "Time Zone Database"
+
+    nothing = handoff(db_url, "search", "--", "-excluded")  # -- ends the options
+    assert nothing.returncode == 2
+    assert "q: give at least one word" in nothing.stderr
