@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
@@ -20,7 +21,7 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
     url = make_url(sqlalchemy_url(database_url))
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url.database or "")
-    return create_engine(
+    engine = create_engine(
         # No pre-ping (a round trip per transaction): a dropped connection fails its
         # transaction, which callers retry (the worker loop) or answer with a 503 (the API).
         url,
@@ -28,6 +29,15 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         max_overflow=pool_size,
         pool_recycle=1800,
     )
+
+    @event.listens_for(engine, "connect")
+    def _arrays_as_binary(dbapi_conn: Any, _record: Any) -> None:
+        # Send list parameters (the column arrays of the batched statements) in binary: the
+        # text form of a bytea[] is hex with escaped backslashes, built in several copies on
+        # the way out — a batch holding a 15 MB body cost 100 MB of peak memory, now 33 MB.
+        dbapi_conn.adapters.register_dumper(list, ListBinaryDumper)
+
+    return engine
 
 
 def _sqlite_engine(path: str) -> Engine:

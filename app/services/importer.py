@@ -17,7 +17,6 @@ counted and skipped (a `resource` is not an HTTP capture: there is no status or 
 
 from __future__ import annotations
 
-import base64
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from app.ingest.warc import ArchiveError, ArchiveRecord, iter_records, read_at
 from app.services import scrape_storage
 
 #: A batch is also committed once its bodies reach this size, so memory stays bounded.
-BATCH_BYTES = 32 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024
 #: How many originals the revisit index remembers (oldest forgotten first): bounded memory.
 INDEX_LIMIT = 200_000
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -129,11 +128,15 @@ class Importer:
         self.summary.submitted += len(results)
         self.summary.outcomes.update(r.outcome.value for r in results)
 
-    def _add(self, sub: ScrapeSubmission, *, where: str | None = None) -> None:
+    def _add(
+        self, sub: ScrapeSubmission, *, where: str | None = None, raw_body: bytes | None = None
+    ) -> None:
         """Queue one submission. A JSONL line (`where`) that does not prepare stops the
         import, as `submit` would; an archive record is the crawler's, so it is skipped."""
         try:
-            prepared = prepare(sub, now=self.clock.now(), max_body_bytes=self.max_body_bytes)
+            prepared = prepare(
+                sub, now=self.clock.now(), max_body_bytes=self.max_body_bytes, raw_body=raw_body
+            )
         except InvalidInput as exc:
             if where is not None:
                 raise ImportFailed(f"{where}: {exc.message}") from exc
@@ -171,7 +174,7 @@ class Importer:
             _remember(self._by_target, (record.url, record.date), original)
         if record.payload_digest:
             _remember(self._by_digest, record.payload_digest, original)
-        self._add(sub)
+        self._add(sub, raw_body=record.body)
 
     def _revisit(self, path: Path, record: ArchiveRecord) -> None:
         original = None
@@ -190,7 +193,7 @@ class Importer:
         if sub is None:
             return
         self.summary.revisits_resolved += 1
-        self._add(sub)
+        self._add(sub, raw_body=found.body)
 
     def _submission(
         self, record: ArchiveRecord, *, url: str | None, date: str | None
@@ -205,7 +208,7 @@ class Importer:
                 fetched_at=_warc_date(date),
                 status=record.status,
                 headers=record.headers,
-                body_base64=base64.b64encode(record.body).decode(),
+                body="",  # the body travels as bytes beside the submission: see `_add`
             )
         except ValidationError as exc:
             where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "record"
