@@ -35,9 +35,15 @@ class RecordStore:
             .on_conflict_do_nothing(index_elements=["reference_id", "payload_hash"])
             .returning(scrape_records.c.reference_id, scrape_records.c.payload_hash)
         )
-        rows = self.conn.execute(
-            stmt,
-            [
+        # One row per statement on SQLite (in-process: no round trips to save). A multi-row
+        # statement's text varies with the batch size, and sqlite3 caches each prepared
+        # statement with a copy of the blobs last bound to it: batches of different sizes
+        # would keep a batch of bodies each alive (imports grew by 200 MB). One fixed text
+        # keeps one body at most.
+        new: set[Pair] = set()
+        for r in records:
+            row = self.conn.execute(
+                stmt,
                 {
                     "reference_id": r.reference_id,
                     "payload_hash": r.payload_hash,
@@ -50,11 +56,11 @@ class RecordStore:
                     "body": r.body,
                     "fields": r.fields,
                     "created_at": now,
-                }
-                for r in records
-            ],
-        )
-        return {(row.reference_id, row.payload_hash) for row in rows}
+                },
+            ).first()
+            if row is not None:
+                new.add((row.reference_id, row.payload_hash))
+        return new
 
     def _insert_pg(self, records: Sequence[PreparedRecord], now: datetime) -> set[Pair]:
         # Arrays in: one fixed query text for any batch size (parsed once, prepared by the
