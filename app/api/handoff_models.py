@@ -251,5 +251,5 @@ class ReferenceHistoryOut(BaseModel):
     versions: list[VersionOut] = Field(description="Stored scrapes, newest fetch first.")
     handoffs: list[ReferenceHandoffOut] = Field(description="Newest first.")
     current_document: DocumentOut | None = Field(
-        description="The document of the newest succeeded version, if any."
+        description="The current document: that of the newest version ingested, if any."
     )

@@ -33,7 +33,7 @@ def reference_history(
     db: DB,
 ) -> ReferenceHistoryOut:
     """A reference's versions (newest fetch first), handoffs (newest first) and the document
-    of its newest succeeded version."""
+    of its newest ingested version (its current document)."""
     payload.validate_reference_id(reference_id)  # a 422 naming reference_id
     history = db.run(lambda uow: handoff_queries.reference_history(uow, reference_id), write=False)
     return ReferenceHistoryOut.model_validate(history)
