@@ -264,9 +264,10 @@ class Producer:
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
 
-    def burst(self, n: int) -> None:
-        for _ in range(n // self.batch):
-            self.submit(self._records(self.batch))
+    def burst(self, n: int, batch: int = 100) -> None:
+        """Submit `n` records as fast as the API takes them, `batch` per request."""
+        for _ in range(n // batch):
+            self.submit(self._records(batch))
 
     def start(self) -> None:
         self.thread.start()
@@ -500,7 +501,7 @@ def _fault_active_readers(ctx: Context) -> None:
 
 
 def _fault_event_burst(ctx: Context) -> None:
-    ctx.producer.burst(int(ctx.timing.rate * ctx.timing.fault * 3))
+    ctx.producer.burst(int(ctx.timing.rate * ctx.timing.fault * 2))
 
 
 SCENARIOS: dict[str, tuple[Fault, tuple[str, ...]]] = {
