@@ -619,6 +619,157 @@ def run_scenario(name: str, engine: str, *, short: bool, workdir: Path) -> Outco
     )
 
 
+# -- duplicate storm ------------------------------------------------------------------------------
+
+
+def storm_records(references: int) -> list[dict[str, Any]]:
+    """Two versions of each reference, the second fetched a minute after the first."""
+    out = []
+    for n in range(references):
+        for version, fetched in ((1, "2026-01-01T00:00:00Z"), (2, "2026-01-01T00:01:00Z")):
+            out.append(
+                {
+                    "source": "storm",
+                    "reference_id": f"storm-{n}",
+                    "content_type": "text/plain",
+                    "fetched_at": fetched,
+                    "body": f"version {version} of storm-{n}",
+                }
+            )
+    return out
+
+
+def storm_producer(base: str, seed: int, references: int) -> None:
+    """One storm process: every record, in its own shuffled order and batch sizes, twice."""
+    rng = random.Random(seed)
+    records = storm_records(references) * 2
+    rng.shuffle(records)
+    producer = Producer(base, f"storm{seed}", rate=1.0)
+    while records:
+        size = rng.randint(1, 25)
+        batch, records = records[:size], records[size:]
+        producer.submit(batch)
+    print(json.dumps(sorted(producer.accepted)))
+
+
+@dataclass
+class StormOutcome:
+    engine: str
+    processes: int
+    references: int
+    worker_kills: int
+    handoffs_per_pair_max: int
+    documents_per_version_max: int
+    newest_current: int
+    lost: int
+    crashed: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.handoffs_per_pair_max == 1
+            and self.documents_per_version_max == 1
+            and self.newest_current == self.references
+            and self.lost == 0
+            and not self.crashed
+        )
+
+
+def run_duplicate_storm(
+    engine: str, *, processes: int = 4, references: int = 150, workdir: Path
+) -> StormOutcome:
+    """`processes` producer processes submit the same versions over HTTP, overlapping, while a
+    worker is SIGKILLed and restarted every second or so. In the end: one handoff per version,
+    one document per ingested version, and each reference's newest version current."""
+    from sqlalchemy import create_engine, text
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    cluster = PrivateCluster() if engine == "postgres" else None
+    with cluster.running() if cluster else _nothing():
+        db_url = cluster.url() if cluster else f"sqlite:///{workdir / 'storm.db'}"
+        service = Service(db_url, workdir)
+        service.start()
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[1]); import chaos; "
+            "chaos.storm_producer(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))"
+        )
+        producers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    code,
+                    str(Path(__file__).parent),
+                    service.base,
+                    str(seed),
+                    str(references),
+                ],
+                stdout=subprocess.PIPE,
+            )
+            for seed in range(processes)
+        ]
+        kills = 0
+        rng = random.Random(11)
+        try:
+            while any(p.poll() is None for p in producers):
+                n = rng.randrange(service.workers)
+                service.kill_worker(n)
+                kills += 1
+                time.sleep(0.3)
+                service.start_worker(n)
+                time.sleep(rng.uniform(0.5, 1.5))
+            accepted: set[tuple[str, str]] = set()
+            for proc in producers:
+                out, _ = proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError("a storm producer failed")
+                accepted |= {(pair[0], pair[1]) for pair in json.loads(out)}
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not drained(db_url):
+                time.sleep(0.5)
+            crashed = service.crashed()
+        finally:
+            for proc in producers:
+                if proc.poll() is None:
+                    proc.kill()
+            service.stop()
+        lost, _ = check(db_url, accepted)
+        sa = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+        try:
+            with sa.connect() as conn:
+                per_pair = conn.execute(
+                    text(
+                        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM "
+                        "ingestion_handoffs GROUP BY reference_id, payload_hash) AS x"
+                    )
+                ).scalar_one()
+                per_version = conn.execute(
+                    text(
+                        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM documents "
+                        "GROUP BY reference_id, payload_hash) AS x"
+                    )
+                ).scalar_one()
+                newest = conn.execute(
+                    text(
+                        "SELECT count(*) FROM documents WHERE superseded_at IS NULL "
+                        "AND text LIKE 'version 2 of %'"
+                    )
+                ).scalar_one()
+        finally:
+            sa.dispose()
+    return StormOutcome(
+        engine=engine,
+        processes=processes,
+        references=references,
+        worker_kills=kills,
+        handoffs_per_pair_max=int(per_pair),
+        documents_per_version_max=int(per_version),
+        newest_current=int(newest),
+        lost=lost,
+        crashed=crashed,
+    )
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield None
@@ -643,7 +794,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("postgres", "sqlite", "both"), default="both")
     parser.add_argument("--short", action="store_true", help="the CI-sized version")
     parser.add_argument("--out", type=Path, help="write the table into this Markdown file")
+    parser.add_argument("--storm", action="store_true", help="run the duplicate storm instead")
     args = parser.parse_args(argv)
+    if args.storm:
+        with tempfile.TemporaryDirectory(prefix="handoff-storm-") as tmp:
+            results = [
+                run_duplicate_storm(engine, workdir=Path(tmp) / engine)
+                for engine in ("postgres", "sqlite")
+                if args.engine in ("both", engine)
+            ]
+        for result in results:
+            print(json.dumps({**asdict(result), "ok": result.ok}))
+        return 0 if all(r.ok for r in results) else 1
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     outcomes = []
     with tempfile.TemporaryDirectory(prefix="handoff-chaos-") as tmp:
