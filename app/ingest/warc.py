@@ -8,6 +8,7 @@ cap too, so memory stays bounded whatever the file holds.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,22 @@ class ArchiveRecord:
     position: int = 0
 
 
+#: What warcio raises on malformed input. Besides its own ArchiveLoadFailed and the value,
+#: EOF and I/O errors, some damage reaches code that never expected it (a truncated header
+#: line gives an AttributeError deep in its record loader): all of it is a corrupt record.
+_MALFORMED = (
+    ArchiveLoadFailed,
+    ValueError,
+    EOFError,
+    OSError,
+    AttributeError,
+    TypeError,
+    IndexError,
+    KeyError,
+    zlib.error,
+)
+
+
 def iter_records(path: Path, *, max_body_bytes: int) -> Iterator[ArchiveRecord]:
     """Every record of `path`, in order. Raises ArchiveError on a corrupt record."""
     with path.open("rb") as raw:
@@ -84,8 +101,10 @@ def _records(
             return
         except ArchiveError:
             raise
-        except (ArchiveLoadFailed, ValueError, EOFError, OSError) as exc:
+        except _MALFORMED as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
+            if not isinstance(exc, (ArchiveLoadFailed, ValueError, EOFError, OSError)):
+                reason = f"unreadable record ({type(exc).__name__}: {reason})"
             raise ArchiveError(path, next_start, reason) from exc
         yield _with_position(parsed, raw.tell())
 

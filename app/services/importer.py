@@ -103,7 +103,7 @@ class Importer:
                     self._archive_record(path, record)
                     progress(record.position)
             else:
-                for number, position, sub in _jsonl(path):
+                for number, position, sub in _jsonl(path, max_line_bytes(self.max_body_bytes)):
                     self.summary.records["jsonl"] += 1
                     self._add(sub, where=f"{path}:{number}")
                     progress(position)
@@ -241,12 +241,19 @@ def _warc_date(value: str | None) -> datetime | None:
         return None
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, int, ScrapeSubmission]]:
-    """(line number, bytes read so far, submission) per non-blank line; a bad line raises
-    ImportFailed."""
+def max_line_bytes(max_body_bytes: int) -> int:
+    """The longest JSONL line read: a body in base64 (4/3) or JSON-escaped, plus the rest."""
+    return 4 * max_body_bytes + 1024 * 1024
+
+
+def _jsonl(path: Path, max_line: int) -> Iterator[tuple[int, int, ScrapeSubmission]]:
+    """(line number, bytes read so far, submission) per non-blank line; a bad line, or one
+    longer than `max_line` bytes (read no further: memory stays bounded), raises ImportFailed."""
     position = 0
     with path.open("rb") as lines:
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(iter(lambda: lines.readline(max_line + 1), b""), start=1):
+            if len(line) > max_line:
+                raise ImportFailed(f"{path}:{number}: line longer than {max_line} bytes")
             position += len(line)
             if not line.strip():
                 continue
