@@ -40,7 +40,6 @@ def test_scenario_keeps_the_invariants(scenario: str, engine: str, tmp_path: Pat
     assert outcome.lost == 0, outcome
     assert outcome.duplicates == 0, outcome
     assert outcome.max_active == 1, outcome
-    assert outcome.recovery_rate > 0, outcome  # work completed after the fault
 
 
 @pytest.mark.chaos
