@@ -1,0 +1,878 @@
+"""`handoff handoffs …`: list, show, why, stats, retry, cancel, replay, reap, reconcile.
+
+Every command works on the database through the services the HTTP API uses, and `--json` prints
+the API's own response models (`app/api/handoff_models.py`), so scripts read the same shapes from
+either; the shapes only the CLI has are defined below. Failures print one line on stderr and
+exit 1 (no such handoff, a state that refuses the action, the database); bad options exit 2.
+Commands that change something ask first (`--yes` skips the question) and take `--dry-run`,
+which writes nothing."""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Literal, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
+from rich.table import Table
+
+from app.api.handoff_models import (
+    AttemptOut,
+    DocumentOut,
+    EventOut,
+    HandoffDetail,
+    HandoffOut,
+    HandoffPage,
+    ListParams,
+    ReplayRequest,
+    ReplayResponse,
+    Stats,
+)
+from app.db import migrations
+from app.db.uow import Database, UnitOfWork
+from app.domain.clock import SystemClock
+from app.domain.errors import HandoffError, InvalidInput, NotFound
+from app.domain.queries import MAX_ID, HandoffFilter
+from app.domain.reconcile import REPAIRS, Kind
+from app.domain.retry import RetryPolicy
+from app.domain.states import HandoffState, ReasonCode
+from app.domain.why import when
+from app.services import handoff_queries, ingestion, ingestion_handoff, reconcile
+from app.settings import Settings
+
+app = typer.Typer(help="Inspect and repair handoffs.", no_args_is_help=True)
+
+
+def _out() -> Console:
+    return Console()  # made per use: it reads the terminal width (COLUMNS) when made
+
+
+def _err() -> Console:
+    return Console(stderr=True)
+
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output (JSON).")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Say what would change; write nothing.")]
+StateOpt = Annotated[
+    list[HandoffState] | None, typer.Option("--state", help="Any of these states (repeatable).")
+]
+ReasonOpt = Annotated[ReasonCode | None, typer.Option("--reason", help="This reason code.")]
+SourceOpt = Annotated[str | None, typer.Option("--source", help="This source.")]
+ReferenceOpt = Annotated[str | None, typer.Option("--reference", help="This reference_id.")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since", help="Created at or after: ISO 8601 (naive is UTC) or an age like 30m, 2h, 1d."
+    ),
+]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Created before (same forms).")]
+StuckOpt = Annotated[
+    bool | None, typer.Option("--stuck/--not-stuck", help="Only stuck handoffs, or only others.")
+]
+HandoffIdArg = Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The handoff's id.")]
+
+#: API field -> the option that sets it, to name the option in an error.
+_OPTIONS = {
+    "state": "--state",
+    "reason_code": "--reason",
+    "source": "--source",
+    "reference_id": "--reference",
+    "created_after": "--since",
+    "created_before": "--until",
+    "cursor": "--cursor",
+    "limit": "--limit",
+}
+_AGE = re.compile(r"^(\d{1,6})([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+# -- plumbing -----------------------------------------------------------------------------------
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        _err().print(f"[red]invalid settings:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _open() -> tuple[Settings, Database]:
+    """Settings and the database, refusing (exit 2) an outdated schema."""
+    settings = _settings()
+    try:
+        migrations.ensure_current(settings.database_url, settings.migrations_dir)
+    except HandoffError as exc:
+        _err().print(f"[red]{exc.message}[/]")
+        raise typer.Exit(2) from exc
+    return settings, Database(settings.database_url)
+
+
+@contextmanager
+def _failures() -> Iterator[None]:
+    """A HandoffError becomes one line on stderr and an exit code, never a traceback."""
+    try:
+        yield
+    except InvalidInput as exc:
+        option = _OPTIONS.get(exc.field or "", exc.field)
+        _err().print(f"[red]invalid {option or 'input'}:[/] {escape(exc.message)}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except HandoffError as exc:
+        label = "not found" if isinstance(exc, NotFound) else "refused" if exc.status == 409 else ""
+        head = f"[red]{label}:[/] " if label else "[red]error:[/] "
+        _err().print(head + escape(exc.message), soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+def _actor() -> str:
+    """`operator:cli:<login name>`: the actor of the events the CLI writes."""
+    try:
+        user = re.sub(r"[^A-Za-z0-9._-]", "", getpass.getuser())[:64]
+    except (OSError, KeyError):  # no login name (a container without a passwd entry)
+        user = ""
+    return f"operator:cli:{user}" if user else "operator:cli"
+
+
+def _emit(model: BaseModel) -> None:
+    typer.echo(model.model_dump_json(indent=2))
+
+
+def _confirm(question: str, yes: bool) -> None:
+    if not yes:
+        typer.confirm(question, abort=True, err=True)
+
+
+class _Rehearsal(Exception):
+    """Raised to roll a dry run's transaction back."""
+
+
+def _rehearse(db: Database, work: Callable[[UnitOfWork], T]) -> T:
+    """Run `work` exactly as a real run would, then roll it back: a dry run that the service's
+    own checks answer, refusals included, and that writes nothing."""
+    result: list[T] = []
+    try:
+        with db.transaction() as uow:
+            result.append(work(uow))
+            raise _Rehearsal
+    except _Rehearsal:
+        pass
+    return result[0]
+
+
+def _time(value: str | None, now: datetime) -> str | datetime | None:
+    """An age (`2h`) becomes now minus it; anything else is left for the model to parse."""
+    if value is None:
+        return None
+    found = _AGE.match(value.strip())
+    if found is None:
+        return value
+    return now - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+
+
+def _model(cls: type[M], values: dict[str, Any]) -> M:
+    """Validate options through the API's request model; an error names the option."""
+    try:
+        return cls.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        option = _OPTIONS.get(field, field or "option")
+        _err().print(f"[red]invalid {option}:[/] {escape(first['msg'])}", soft_wrap=True)
+        raise typer.Exit(2) from exc
+
+
+def _filter_values(
+    state: list[HandoffState] | None,
+    reason: ReasonCode | None,
+    source: str | None,
+    reference: str | None,
+    since: str | None,
+    until: str | None,
+    stuck: bool | None,
+) -> dict[str, Any]:
+    now = SystemClock().now()
+    return {
+        "state": state or None,
+        "reason_code": reason,
+        "source": source,
+        "reference_id": reference,
+        "created_after": _time(since, now),
+        "created_before": _time(until, now),
+        "stuck": stuck,
+    }
+
+
+def _stuck_after(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.stuck_after_seconds)
+
+
+def _short(moment: datetime | None) -> str:
+    return when(moment) if moment is not None else ""
+
+
+def _state(h: HandoffOut | HandoffState) -> str:
+    state = h.state if isinstance(h, HandoffOut) else h
+    colour = {
+        HandoffState.SUCCEEDED: "green",
+        HandoffState.FAILED: "red",
+        HandoffState.RUNNING: "cyan",
+        HandoffState.RETRY_WAIT: "yellow",
+        HandoffState.CANCELLED: "magenta",
+    }.get(state, "")
+    return f"[{colour}]{state.value}[/]" if colour else state.value
+
+
+# -- read ---------------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_(
+    state: StateOpt = None,
+    reason: ReasonOpt = None,
+    source: SourceOpt = None,
+    reference: ReferenceOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    stuck: StuckOpt = None,
+    limit: Annotated[int, typer.Option(help="Handoffs per page (1-500).")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="`next_cursor` of the previous page.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Handoffs newest first, filtered like GET /v1/handoffs, a page at a time."""
+    values = _filter_values(state, reason, source, reference, since, until, stuck)
+    params = _model(ListParams, {**values, "limit": limit, "cursor": cursor})
+    settings, db = _open()
+    with _failures():
+        page = db.run(
+            lambda uow: handoff_queries.list_handoffs(
+                uow,
+                params.to_filter(),
+                cursor=params.cursor,
+                limit=params.limit,
+                now=SystemClock().now(),
+                stuck_after=_stuck_after(settings),
+            ),
+            write=False,
+        )
+    result = HandoffPage(
+        items=[HandoffOut.model_validate(h) for h in page.items], next_cursor=page.next_cursor
+    )
+    if as_json:
+        _emit(result)
+        return
+    table = Table(title=f"handoffs ({len(result.items)} shown, newest first)")
+    for column in ("id", "state", "reason_code", "reference_id", "attempts", "created", "updated"):
+        table.add_column(
+            column, justify="right" if column in ("id", "attempts") else "left", overflow="fold"
+        )
+    for h in result.items:
+        table.add_row(
+            str(h.id),
+            _state(h),
+            h.reason_code.value,
+            escape(h.reference_id),
+            str(h.attempts),
+            _short(h.created_at),
+            _short(h.updated_at),
+        )
+    _out().print(table)
+    if result.next_cursor:
+        _out().print(f"more: add --cursor {result.next_cursor}")
+
+
+def _detail(db: Database, handoff_id: int) -> HandoffDetail:
+    found = db.run(
+        lambda uow: handoff_queries.detail(uow, handoff_id, now=SystemClock().now()), write=False
+    )
+    return HandoffDetail(
+        handoff=HandoffOut.model_validate(found.handoff),
+        events=[EventOut.model_validate(e) for e in found.events],
+        attempts=[AttemptOut.model_validate(a) for a in found.attempts],
+        why=found.why,
+    )
+
+
+@app.command()
+def show(handoff_id: HandoffIdArg, as_json: JsonOpt = False) -> None:
+    """One handoff: its fields, why it is in its state, its events and its attempts."""
+    _, db = _open()
+    with _failures():
+        detail = _detail(db, handoff_id)
+    if as_json:
+        _emit(detail)
+        return
+    h = detail.handoff
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", overflow="fold")
+    facts.add_column(overflow="fold")
+    for name, value in (
+        ("state", f"{_state(h)} / {h.reason_code.value}"),
+        ("reference_id", escape(h.reference_id)),
+        ("payload_hash", h.payload_hash),
+        ("source", escape(h.source)),
+        ("fetched_at", _short(h.fetched_at)),
+        ("enqueue", h.enqueue_outcome.value),
+        ("attempts", f"{h.attempts} (failures {h.failures}, lost leases {h.crashes})"),
+        ("run_after", _short(h.run_after)),
+        ("lease", f"{h.lease_owner} until {_short(h.lease_expires_at)}" if h.lease_owner else ""),
+        ("last_error", escape(h.last_error or "")),
+        ("created / finished", f"{_short(h.created_at)} / {_short(h.finished_at)}"),
+    ):
+        if value:
+            facts.add_row(name, value)
+    _out().print(f"[b]handoff {h.id}[/]")
+    _out().print(facts)
+    _out().print(f"\n[b]why:[/] {escape(detail.why)}\n")
+    events = Table(title="events (oldest first)")
+    for column in ("at", "actor", "from", "to", "reason", "lease", "detail"):
+        events.add_column(column, overflow="fold")
+    for e in detail.events:
+        events.add_row(
+            _short(e.at),
+            escape(e.actor),
+            e.from_state.value if e.from_state else "",
+            e.to_state.value,
+            e.reason_code.value,
+            "" if e.lease_token is None else str(e.lease_token),
+            escape(e.detail or ""),
+        )
+    _out().print(events)
+    attempts = Table(title="attempts")
+    for column in ("#", "worker", "claimed", "finished", "outcome", "class", "reason", "error"):
+        attempts.add_column(column, overflow="fold")
+    for a in detail.attempts:
+        attempts.add_row(
+            str(a.attempt),
+            a.worker_id,
+            _short(a.claimed_at),
+            _short(a.finished_at),
+            a.outcome or "(open)",
+            a.retry_class.value if a.retry_class else "",
+            a.reason_code.value if a.reason_code else "",
+            escape((a.error or "")[:120]),
+        )
+    _out().print(attempts)
+
+
+class WhyItem(BaseModel):
+    id: int
+    payload_hash: str
+    fetched_at: datetime
+    state: HandoffState
+    reason_code: ReasonCode
+    why: str
+
+
+class WhyAnswer(BaseModel):
+    """`handoff handoffs why --json`: the reference's handoffs, newest first, each with why it
+    is in its state (only the one asked for when asked by id), and the current document."""
+
+    reference_id: str
+    current_document: DocumentOut | None
+    handoffs: list[WhyItem]
+
+
+_WHY_MAX = 10  # handoffs of a reference explained, newest first
+
+
+def _why(uow: UnitOfWork, target: str, by_reference: bool) -> WhyAnswer:
+    now = SystemClock().now()
+    ids: list[int] = []
+    reference = target
+    if not by_reference and target.isdigit() and 0 < int(target) <= MAX_ID:
+        found = uow.handoffs.get(int(target))
+        if found is not None:
+            ids, reference = [found.id], found.reference_id
+    if not ids:
+        try:
+            history = handoff_queries.reference_history(uow, target)
+        except NotFound as exc:
+            what = "reference" if by_reference or not target.isdigit() else "handoff or reference"
+            raise NotFound(f"no {what} {target!r}") from exc
+        ids = [h.id for h in history.handoffs[:_WHY_MAX]]
+    items = []
+    for handoff_id in ids:
+        d = handoff_queries.detail(uow, handoff_id, now=now)
+        h = d.handoff
+        items.append(WhyItem(**_pick(h, WhyItem), why=d.why))
+    document = uow.queries.current_document(reference)
+    return WhyAnswer(
+        reference_id=reference,
+        current_document=DocumentOut.model_validate(document) if document else None,
+        handoffs=items,
+    )
+
+
+def _pick(obj: object, cls: type[BaseModel]) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in cls.model_fields if hasattr(obj, name)}
+
+
+@app.command()
+def why(
+    target: Annotated[str, typer.Argument(help="A handoff id, or a reference_id.")],
+    reference: Annotated[
+        bool, typer.Option("--reference", help="Read TARGET as a reference_id even if numeric.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Why a handoff is in its state, or why a reference is (not) ingested: each of its
+    handoffs, newest first, explained in plain language."""
+    _, db = _open()
+    with _failures():
+        answer = db.run(lambda uow: _why(uow, target, reference), write=False)
+    if as_json:
+        _emit(answer)
+        return
+    doc = answer.current_document
+    _out().print(f"[b]reference[/] {escape(answer.reference_id)}")
+    _out().print(
+        f"current document: version {doc.payload_hash[:19]}…, updated {_short(doc.updated_at)}"
+        if doc
+        else "current document: none yet"
+    )
+    for item in answer.handoffs:
+        _out().print(
+            f"\n[b]handoff {item.id}[/] ({item.payload_hash[:19]}…, fetched "
+            f"{_short(item.fetched_at)}): {_state(item.state)} / {item.reason_code.value}"
+        )
+        _out().print(f"  {escape(item.why)}", soft_wrap=True)
+
+
+@app.command()
+def stats(as_json: JsonOpt = False) -> None:
+    """Counts by state x reason code (zeros included), the oldest age per state, how many are
+    stuck, and throughput over the last 5 and 60 minutes: GET /v1/handoffs/stats."""
+    settings, db = _open()
+    with _failures():
+        found = db.run(
+            lambda uow: handoff_queries.stats(
+                uow, now=SystemClock().now(), stuck_after=_stuck_after(settings)
+            ),
+            write=False,
+        )
+    result = Stats.model_validate(
+        {
+            "counts": found.counts,
+            "totals": found.totals,
+            "oldest_age_seconds": found.oldest_age_seconds,
+            "stuck": found.stuck,
+            "stuck_after_seconds": settings.stuck_after_seconds,
+            "last_5_minutes": vars_of(found.last_5_minutes),
+            "last_60_minutes": vars_of(found.last_60_minutes),
+        }
+    )
+    if as_json:
+        _emit(result)
+        return
+    table = Table(title="handoffs by state x reason code")
+    table.add_column("reason_code", overflow="fold")
+    for state in HandoffState:
+        table.add_column(state.value, justify="right", overflow="fold")
+    for reason in ReasonCode:
+        table.add_row(
+            reason.value, *(str(found.counts[s.value][reason.value]) for s in HandoffState)
+        )
+    table.add_row("[b]total[/]", *(f"[b]{found.totals[s.value]}[/]" for s in HandoffState))
+    ages = ["" if a is None else _age(a) for a in found.oldest_age_seconds.values()]
+    table.add_row("oldest age", *ages)
+    _out().print(table)
+    _out().print(
+        f"stuck: {found.stuck} (after {settings.stuck_after_seconds:g} s)   finished in the last "
+        f"5 min: {found.last_5_minutes.succeeded} succeeded, {found.last_5_minutes.failed} "
+        f"failed; 60 min: {found.last_60_minutes.succeeded} succeeded, "
+        f"{found.last_60_minutes.failed} failed"
+    )
+
+
+def vars_of(t: handoff_queries.Throughput) -> dict[str, int]:
+    return {"succeeded": t.succeeded, "failed": t.failed}
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+# -- act ----------------------------------------------------------------------------------------
+
+
+def _act(
+    verb: Literal["retry", "cancel"], handoff_id: int, *, yes: bool, dry_run: bool, as_json: bool
+) -> None:
+    _, db = _open()
+    action = ingestion_handoff.retry if verb == "retry" else ingestion_handoff.cancel
+    actor = _actor()
+
+    def work(uow: UnitOfWork) -> HandoffOut:
+        return HandoffOut.model_validate(
+            action(uow, handoff_id, now=SystemClock().now(), actor=actor)
+        )
+
+    with _failures():
+        if dry_run:
+            moved = _rehearse(db, work)
+        else:
+            h = _rehearse(db, lambda uow: HandoffOut.model_validate(_current(uow, handoff_id)))
+            _rehearse(db, work)  # a refusal ends here, before the question
+            _confirm(
+                f"{verb.capitalize()} handoff {h.id} ({h.state.value} / {h.reason_code.value}) "
+                f"of {h.reference_id!r}?",
+                yes,
+            )
+            moved = db.run(work)
+    if as_json:
+        _emit(moved)
+        return
+    done = {"retry": "requeued", "cancel": "cancelled"}[verb]
+    head = f"dry run, nothing changed: would be {done}" if dry_run else done
+    _out().print(f"{head}: handoff {moved.id} is {_state(moved)} / {moved.reason_code.value}")
+
+
+def _current(uow: UnitOfWork, handoff_id: int) -> object:
+    found = uow.handoffs.get(handoff_id)
+    if found is None:
+        raise NotFound(f"no handoff {handoff_id}")
+    return found
+
+
+@app.command()
+def retry(
+    handoff_id: HandoffIdArg,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Queue a failed or cancelled handoff again with fresh budgets (refused if its reference
+    has active work or a newer version was handed off since)."""
+    _act("retry", handoff_id, yes=yes, dry_run=dry_run, as_json=as_json)
+
+
+@app.command()
+def cancel(
+    handoff_id: HandoffIdArg,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cancel an unfinished handoff (refused once it has finished)."""
+    _act("cancel", handoff_id, yes=yes, dry_run=dry_run, as_json=as_json)
+
+
+@app.command()
+def replay(
+    state: StateOpt = None,
+    reason: ReasonOpt = None,
+    source: SourceOpt = None,
+    reference: ReferenceOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    stuck: StuckOpt = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retry the failed or cancelled handoffs a filter matches, oldest first, at most 1000 per
+    run (POST /v1/handoffs/replay). Shows what it would do and asks before doing it."""
+    values = _filter_values(state, reason, source, reference, since, until, stuck)
+    request = _model(ReplayRequest, values)
+    settings, db = _open()
+    actor = _actor()
+
+    def replaying(dry: bool) -> Callable[[UnitOfWork], handoff_queries.ReplayReport]:
+        return lambda uow: handoff_queries.replay(
+            uow,
+            request.to_filter(),
+            dry_run=dry,
+            now=SystemClock().now(),
+            actor=actor,
+            stuck_after=_stuck_after(settings),
+        )
+
+    with _failures():
+        with _err().status("matching handoffs…"):
+            preview = db.run(replaying(True), write=False)
+        report = preview
+        if not dry_run and preview.requeued:
+            if not yes:
+                _show_replay(ReplayResponse.model_validate(preview))
+            _confirm(f"Requeue {preview.requeued} handoff(s)?", yes)
+            with _err().status(f"requeueing {preview.requeued} handoff(s)…"):
+                report = db.run(replaying(False))
+    result = ReplayResponse.model_validate(report)
+    if as_json:
+        _emit(result)
+        return
+    _show_replay(result)
+
+
+def _show_replay(r: ReplayResponse) -> None:
+    table = Table(title="replay" + (" (dry run: nothing changed)" if r.dry_run else ""))
+    for column in ("id", "reference_id", "state", "outcome", "reason"):
+        table.add_column(column, overflow="fold")
+    for i in r.items:
+        table.add_row(
+            str(i.id), escape(i.reference_id), i.state.value, i.outcome, escape(i.reason or "")
+        )
+    _out().print(table)
+    verb = "would be requeued" if r.dry_run else "requeued"
+    _out().print(f"matched {r.matched}: {r.requeued} {verb}, {r.refused} refused")
+    if r.truncated:
+        _out().print(f"only the oldest {r.limit} were considered: run again for the rest")
+
+
+class ReapItem(BaseModel):
+    id: int
+    reference_id: str
+    lease_owner: str | None = None  # the worker whose lease expired
+    lease_expires_at: datetime | None = None
+    state: HandoffState  # where the rescuer moves it (in a dry run: would move it)
+    reason_code: ReasonCode
+
+
+class ReapAnswer(BaseModel):
+    """`handoff handoffs reap --json`: the expired leases returned (or, in a dry run, that
+    would be)."""
+
+    dry_run: bool
+    returned: int
+    items: list[ReapItem]
+
+
+_REAP_LIST = 10_000  # expired leases listed; the rescuer itself returns all of them
+
+
+@app.command()
+def reap(yes: YesOpt = False, dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Run the rescuer once: return every expired lease to retry_wait (lease_expired), or fail
+    it as poison_suspected once it has lost its lease too often, as workers do every
+    rescue_seconds."""
+    _, db = _open()
+    policy = RetryPolicy()
+    with _failures():
+        now = SystemClock().now()
+        expired = db.run(
+            lambda uow: uow.queries.page(
+                HandoffFilter(states=frozenset({HandoffState.RUNNING}), stuck=True),
+                before_id=None,
+                limit=_REAP_LIST,
+                now=now,
+                cutoff=now,
+            ),
+            write=False,
+        )
+        owners = {h.id: h for h in expired}
+        items = [
+            ReapItem(
+                id=h.id,
+                reference_id=h.reference_id,
+                lease_owner=h.lease_owner,
+                lease_expires_at=h.lease_expires_at,
+                state=HandoffState.FAILED
+                if h.crashes + 1 >= policy.crash_max
+                else HandoffState.RETRY_WAIT,
+                reason_code=ReasonCode.POISON_SUSPECTED
+                if h.crashes + 1 >= policy.crash_max
+                else ReasonCode.LEASE_EXPIRED,
+            )
+            for h in sorted(expired, key=lambda h: h.id)
+        ]
+        if not dry_run and items:
+            _confirm(f"Return {len(items)} expired lease(s)?", yes)
+            moved = db.run(
+                lambda uow: ingestion.rescue(uow, now=SystemClock().now(), policy=policy)
+            )
+            items = [
+                ReapItem(
+                    id=h.id,
+                    reference_id=h.reference_id,
+                    lease_owner=owners[h.id].lease_owner if h.id in owners else None,
+                    lease_expires_at=owners[h.id].lease_expires_at if h.id in owners else None,
+                    state=h.state,
+                    reason_code=h.reason_code,
+                )
+                for h in moved
+            ]
+    answer = ReapAnswer(dry_run=dry_run, returned=len(items), items=items)
+    if as_json:
+        _emit(answer)
+        return
+    if not items:
+        _out().print("no expired lease")
+        return
+    table = Table(title="expired leases" + (" (dry run: nothing changed)" if dry_run else ""))
+    for column in ("id", "reference_id", "worker", "expired", "now"):
+        table.add_column(column, overflow="fold")
+    for i in items:
+        table.add_row(
+            str(i.id),
+            escape(i.reference_id),
+            i.lease_owner or "",
+            _short(i.lease_expires_at),
+            f"{i.state.value} / {i.reason_code.value}",
+        )
+    _out().print(table)
+    _out().print(f"{'would return' if dry_run else 'returned'} {len(items)} expired lease(s)")
+
+
+class FindingOut(BaseModel):
+    kind: Kind
+    reference_id: str
+    payload_hash: str
+    handoff_id: int | None
+    record_id: int | None
+    attempt_id: int | None
+    state: HandoffState | None = None  # the handoff's state when found
+    detail: str  # what is wrong
+    repair: str  # what --repair does
+    outcome: Literal["found", "repaired", "skipped"]
+    result: str | None  # what the repair did, or why it skipped the row
+
+
+class ReconcileAnswer(BaseModel):
+    """`handoff handoffs reconcile --json`."""
+
+    repair: bool  # whether repairs were made (false for a report or a dry run)
+    found: int
+    repaired: int
+    skipped: int
+    counts: dict[Kind, int]  # findings per kind, every kind present
+    findings: list[FindingOut]
+
+
+class _Bars:
+    """reconcile.Progress drawn as Rich bars on stderr."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def phase(self, label: str, total: int | None) -> None:
+        self.close()
+        suffix = " found" if total is None else f" of {total}"
+        self.task = self.progress.add_task(label, total=total, suffix=suffix)
+
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.task is not None:
+            done = self.progress.tasks[-1].completed
+            self.progress.update(self.task, total=done, completed=done)
+            self.task = None
+
+
+@app.command("reconcile")
+def reconcile_(
+    repair: Annotated[bool, typer.Option("--repair", help="Repair what is found.")] = False,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    show: Annotated[int, typer.Option(min=0, help="Rows shown per kind in the table.")] = 20,
+) -> None:
+    """Find scrape records without a handoff, unfinished handoffs whose payload is gone or no
+    longer matches its hash, and handoffs whose state disagrees with their last attempt. With
+    --repair, repair each (one transaction and one event per repair); a second run finds
+    nothing."""
+    _, db = _open()
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}{task.fields[suffix]}"),
+    )
+    with _failures(), Progress(*columns, console=_err(), transient=as_json) as bars:
+        scanning = _Bars(bars)
+        findings = reconcile.find(db, scanning)
+        scanning.close()
+        act = repair and not dry_run and bool(findings)
+        if act:
+            bars.stop()
+            _confirm(
+                f"Repair {len(findings)} inconsistenc{'y' if len(findings) == 1 else 'ies'}?", yes
+            )
+            bars.start()
+            repairing = _Bars(bars)
+            findings = reconcile.repair(
+                db, findings, now=SystemClock().now, actor=_actor(), progress=repairing
+            )
+            repairing.close()
+    report = reconcile.Report(act, findings)
+    answer = ReconcileAnswer(
+        repair=act,
+        found=len(findings),
+        repaired=report.tally("repaired"),
+        skipped=report.tally("skipped"),
+        counts={Kind(k): n for k, n in report.counts.items()},
+        findings=[
+            FindingOut(
+                kind=f.suspect.kind,
+                reference_id=f.suspect.reference_id,
+                payload_hash=f.suspect.payload_hash,
+                handoff_id=f.suspect.handoff_id,
+                record_id=f.suspect.record_id,
+                attempt_id=f.suspect.attempt_id,
+                state=f.suspect.state,
+                detail=f.detail,
+                repair=f.repair,
+                outcome=f.outcome,
+                result=f.result,
+            )
+            for f in findings
+        ],
+    )
+    if as_json:
+        _emit(answer)
+        return
+    _show_reconcile(answer, show, dry_run=dry_run and repair)
+
+
+def _show_reconcile(a: ReconcileAnswer, show: int, *, dry_run: bool) -> None:
+    counts = Table(title="reconcile" + (" (dry run: nothing changed)" if dry_run else ""))
+    counts.add_column("kind", overflow="fold")
+    counts.add_column("found", justify="right", overflow="fold")
+    counts.add_column("repair", overflow="fold")
+    for kind in Kind:
+        counts.add_row(kind.value, str(a.counts[kind]), REPAIRS[kind])
+    _out().print(counts)
+    if a.findings:
+        rows = Table(title="findings")
+        for column in ("kind", "handoff", "record", "detail", "outcome"):
+            rows.add_column(column, overflow="fold")
+        shown: dict[Kind, int] = {}
+        for f in a.findings:
+            shown[f.kind] = shown.get(f.kind, 0) + 1
+            if shown[f.kind] > show:
+                continue
+            outcome = f.outcome if f.result is None else f"{f.outcome}: {f.result}"
+            rows.add_row(
+                f.kind.value,
+                "" if f.handoff_id is None else str(f.handoff_id),
+                "" if f.record_id is None else str(f.record_id),
+                escape(f.detail),
+                escape(outcome),
+            )
+        _out().print(rows)
+        hidden = sum(max(0, n - show) for n in shown.values())
+        if hidden:
+            _out().print(f"… {hidden} more (--show N, or --json for all)")
+    if a.repair:
+        _out().print(
+            f"found {a.found}: repaired {a.repaired}, skipped {a.skipped} (changed meanwhile)"
+        )
+    elif a.found:
+        _out().print(f"found {a.found}; run with --repair to repair them")
+    else:
+        _out().print("nothing to reconcile")
