@@ -18,11 +18,10 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
-from rich.table import Table
 
+from app import cli_views as views
 from app.api.handoff_models import (
     AttemptOut,
     DocumentOut,
@@ -40,22 +39,13 @@ from app.db.uow import Database, UnitOfWork
 from app.domain.clock import SystemClock
 from app.domain.errors import HandoffError, InvalidInput, NotFound
 from app.domain.queries import MAX_ID, HandoffFilter
-from app.domain.reconcile import REPAIRS, Kind
+from app.domain.reconcile import Kind
 from app.domain.retry import RetryPolicy
 from app.domain.states import HandoffState, ReasonCode
-from app.domain.why import when
 from app.services import handoff_queries, ingestion, ingestion_handoff, reconcile
 from app.settings import Settings
 
 app = typer.Typer(help="Inspect and repair handoffs.", no_args_is_help=True)
-
-
-def _out() -> Console:
-    return Console()  # made per use: it reads the terminal width (COLUMNS) when made
-
-
-def _err() -> Console:
-    return Console(stderr=True)
 
 
 T = TypeVar("T")
@@ -104,7 +94,7 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        _err().print(f"[red]invalid settings:[/] {exc}")
+        views.stderr().print(f"[red]invalid settings:[/] {exc}")
         raise typer.Exit(2) from exc
 
 
@@ -114,7 +104,7 @@ def _open() -> tuple[Settings, Database]:
     try:
         migrations.ensure_current(settings.database_url, settings.migrations_dir)
     except HandoffError as exc:
-        _err().print(f"[red]{exc.message}[/]")
+        views.stderr().print(f"[red]{exc.message}[/]")
         raise typer.Exit(2) from exc
     return settings, Database(settings.database_url)
 
@@ -126,12 +116,14 @@ def _failures() -> Iterator[None]:
         yield
     except InvalidInput as exc:
         option = _OPTIONS.get(exc.field or "", exc.field)
-        _err().print(f"[red]invalid {option or 'input'}:[/] {escape(exc.message)}", soft_wrap=True)
+        views.stderr().print(
+            f"[red]invalid {option or 'input'}:[/] {escape(exc.message)}", soft_wrap=True
+        )
         raise typer.Exit(2) from exc
     except HandoffError as exc:
         label = "not found" if isinstance(exc, NotFound) else "refused" if exc.status == 409 else ""
         head = f"[red]{label}:[/] " if label else "[red]error:[/] "
-        _err().print(head + escape(exc.message), soft_wrap=True)
+        views.stderr().print(head + escape(exc.message), soft_wrap=True)
         raise typer.Exit(1) from exc
 
 
@@ -188,7 +180,7 @@ def _model(cls: type[M], values: dict[str, Any]) -> M:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
         option = _OPTIONS.get(field, field or "option")
-        _err().print(f"[red]invalid {option}:[/] {escape(first['msg'])}", soft_wrap=True)
+        views.stderr().print(f"[red]invalid {option}:[/] {escape(first['msg'])}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -215,22 +207,6 @@ def _filter_values(
 
 def _stuck_after(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.stuck_after_seconds)
-
-
-def _short(moment: datetime | None) -> str:
-    return when(moment) if moment is not None else ""
-
-
-def _state(h: HandoffOut | HandoffState) -> str:
-    state = h.state if isinstance(h, HandoffOut) else h
-    colour = {
-        HandoffState.SUCCEEDED: "green",
-        HandoffState.FAILED: "red",
-        HandoffState.RUNNING: "cyan",
-        HandoffState.RETRY_WAIT: "yellow",
-        HandoffState.CANCELLED: "magenta",
-    }.get(state, "")
-    return f"[{colour}]{state.value}[/]" if colour else state.value
 
 
 # -- read ---------------------------------------------------------------------------------------
@@ -271,24 +247,7 @@ def list_(
     if as_json:
         _emit(result)
         return
-    table = Table(title=f"handoffs ({len(result.items)} shown, newest first)")
-    for column in ("id", "state", "reason_code", "reference_id", "attempts", "created", "updated"):
-        table.add_column(
-            column, justify="right" if column in ("id", "attempts") else "left", overflow="fold"
-        )
-    for h in result.items:
-        table.add_row(
-            str(h.id),
-            _state(h),
-            h.reason_code.value,
-            escape(h.reference_id),
-            str(h.attempts),
-            _short(h.created_at),
-            _short(h.updated_at),
-        )
-    _out().print(table)
-    if result.next_cursor:
-        _out().print(f"more: add --cursor {result.next_cursor}")
+    views.show_page(result)
 
 
 def _detail(db: Database, handoff_id: int) -> HandoffDetail:
@@ -312,81 +271,13 @@ def show(handoff_id: HandoffIdArg, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit(detail)
         return
-    h = detail.handoff
-    facts = Table.grid(padding=(0, 2))
-    facts.add_column(style="bold", overflow="fold")
-    facts.add_column(overflow="fold")
-    for name, value in (
-        ("state", f"{_state(h)} / {h.reason_code.value}"),
-        ("reference_id", escape(h.reference_id)),
-        ("payload_hash", h.payload_hash),
-        ("source", escape(h.source)),
-        ("fetched_at", _short(h.fetched_at)),
-        ("enqueue", h.enqueue_outcome.value),
-        ("attempts", f"{h.attempts} (failures {h.failures}, lost leases {h.crashes})"),
-        ("run_after", _short(h.run_after)),
-        ("lease", f"{h.lease_owner} until {_short(h.lease_expires_at)}" if h.lease_owner else ""),
-        ("last_error", escape(h.last_error or "")),
-        ("created / finished", f"{_short(h.created_at)} / {_short(h.finished_at)}"),
-    ):
-        if value:
-            facts.add_row(name, value)
-    _out().print(f"[b]handoff {h.id}[/]")
-    _out().print(facts)
-    _out().print(f"\n[b]why:[/] {escape(detail.why)}\n")
-    events = Table(title="events (oldest first)")
-    for column in ("at", "actor", "from", "to", "reason", "lease", "detail"):
-        events.add_column(column, overflow="fold")
-    for e in detail.events:
-        events.add_row(
-            _short(e.at),
-            escape(e.actor),
-            e.from_state.value if e.from_state else "",
-            e.to_state.value,
-            e.reason_code.value,
-            "" if e.lease_token is None else str(e.lease_token),
-            escape(e.detail or ""),
-        )
-    _out().print(events)
-    attempts = Table(title="attempts")
-    for column in ("#", "worker", "claimed", "finished", "outcome", "class", "reason", "error"):
-        attempts.add_column(column, overflow="fold")
-    for a in detail.attempts:
-        attempts.add_row(
-            str(a.attempt),
-            a.worker_id,
-            _short(a.claimed_at),
-            _short(a.finished_at),
-            a.outcome or "(open)",
-            a.retry_class.value if a.retry_class else "",
-            a.reason_code.value if a.reason_code else "",
-            escape((a.error or "")[:120]),
-        )
-    _out().print(attempts)
-
-
-class WhyItem(BaseModel):
-    id: int
-    payload_hash: str
-    fetched_at: datetime
-    state: HandoffState
-    reason_code: ReasonCode
-    why: str
-
-
-class WhyAnswer(BaseModel):
-    """`handoff handoffs why --json`: the reference's handoffs, newest first, each with why it
-    is in its state (only the one asked for when asked by id), and the current document."""
-
-    reference_id: str
-    current_document: DocumentOut | None
-    handoffs: list[WhyItem]
+    views.show_detail(detail)
 
 
 _WHY_MAX = 10  # handoffs of a reference explained, newest first
 
 
-def _why(uow: UnitOfWork, target: str, by_reference: bool) -> WhyAnswer:
+def _why(uow: UnitOfWork, target: str, by_reference: bool) -> views.WhyAnswer:
     now = SystemClock().now()
     ids: list[int] = []
     reference = target
@@ -405,9 +296,9 @@ def _why(uow: UnitOfWork, target: str, by_reference: bool) -> WhyAnswer:
     for handoff_id in ids:
         d = handoff_queries.detail(uow, handoff_id, now=now)
         h = d.handoff
-        items.append(WhyItem(**_pick(h, WhyItem), why=d.why))
+        items.append(views.WhyItem(**_pick(h, views.WhyItem), why=d.why))
     document = uow.queries.current_document(reference)
-    return WhyAnswer(
+    return views.WhyAnswer(
         reference_id=reference,
         current_document=DocumentOut.model_validate(document) if document else None,
         handoffs=items,
@@ -434,19 +325,7 @@ def why(
     if as_json:
         _emit(answer)
         return
-    doc = answer.current_document
-    _out().print(f"[b]reference[/] {escape(answer.reference_id)}")
-    _out().print(
-        f"current document: version {doc.payload_hash[:19]}…, updated {_short(doc.updated_at)}"
-        if doc
-        else "current document: none yet"
-    )
-    for item in answer.handoffs:
-        _out().print(
-            f"\n[b]handoff {item.id}[/] ({item.payload_hash[:19]}…, fetched "
-            f"{_short(item.fetched_at)}): {_state(item.state)} / {item.reason_code.value}"
-        )
-        _out().print(f"  {escape(item.why)}", soft_wrap=True)
+    views.show_why(answer)
 
 
 @app.command()
@@ -475,35 +354,11 @@ def stats(as_json: JsonOpt = False) -> None:
     if as_json:
         _emit(result)
         return
-    table = Table(title="handoffs by state x reason code")
-    table.add_column("reason_code", overflow="fold")
-    for state in HandoffState:
-        table.add_column(state.value, justify="right", overflow="fold")
-    for reason in ReasonCode:
-        table.add_row(
-            reason.value, *(str(found.counts[s.value][reason.value]) for s in HandoffState)
-        )
-    table.add_row("[b]total[/]", *(f"[b]{found.totals[s.value]}[/]" for s in HandoffState))
-    ages = ["" if a is None else _age(a) for a in found.oldest_age_seconds.values()]
-    table.add_row("oldest age", *ages)
-    _out().print(table)
-    _out().print(
-        f"stuck: {found.stuck} (after {settings.stuck_after_seconds:g} s)   finished in the last "
-        f"5 min: {found.last_5_minutes.succeeded} succeeded, {found.last_5_minutes.failed} "
-        f"failed; 60 min: {found.last_60_minutes.succeeded} succeeded, "
-        f"{found.last_60_minutes.failed} failed"
-    )
+    views.show_stats(result)
 
 
 def vars_of(t: handoff_queries.Throughput) -> dict[str, int]:
     return {"succeeded": t.succeeded, "failed": t.failed}
-
-
-def _age(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 # -- act ----------------------------------------------------------------------------------------
@@ -538,7 +393,9 @@ def _act(
         return
     done = {"retry": "requeued", "cancel": "cancelled"}[verb]
     head = f"dry run, nothing changed: would be {done}" if dry_run else done
-    _out().print(f"{head}: handoff {moved.id} is {_state(moved)} / {moved.reason_code.value}")
+    views.stdout().print(
+        f"{head}: handoff {moved.id} is {views.state_of(moved)} / {moved.reason_code.value}"
+    )
 
 
 def _current(uow: UnitOfWork, handoff_id: int) -> object:
@@ -602,53 +459,20 @@ def replay(
         )
 
     with _failures():
-        with _err().status("matching handoffs…"):
+        with views.stderr().status("matching handoffs…"):
             preview = db.run(replaying(True), write=False)
         report = preview
         if not dry_run and preview.requeued:
             if not yes:
-                _show_replay(ReplayResponse.model_validate(preview))
+                views.show_replay(ReplayResponse.model_validate(preview))
             _confirm(f"Requeue {preview.requeued} handoff(s)?", yes)
-            with _err().status(f"requeueing {preview.requeued} handoff(s)…"):
+            with views.stderr().status(f"requeueing {preview.requeued} handoff(s)…"):
                 report = db.run(replaying(False))
     result = ReplayResponse.model_validate(report)
     if as_json:
         _emit(result)
         return
-    _show_replay(result)
-
-
-def _show_replay(r: ReplayResponse) -> None:
-    table = Table(title="replay" + (" (dry run: nothing changed)" if r.dry_run else ""))
-    for column in ("id", "reference_id", "state", "outcome", "reason"):
-        table.add_column(column, overflow="fold")
-    for i in r.items:
-        table.add_row(
-            str(i.id), escape(i.reference_id), i.state.value, i.outcome, escape(i.reason or "")
-        )
-    _out().print(table)
-    verb = "would be requeued" if r.dry_run else "requeued"
-    _out().print(f"matched {r.matched}: {r.requeued} {verb}, {r.refused} refused")
-    if r.truncated:
-        _out().print(f"only the oldest {r.limit} were considered: run again for the rest")
-
-
-class ReapItem(BaseModel):
-    id: int
-    reference_id: str
-    lease_owner: str | None = None  # the worker whose lease expired
-    lease_expires_at: datetime | None = None
-    state: HandoffState  # where the rescuer moves it (in a dry run: would move it)
-    reason_code: ReasonCode
-
-
-class ReapAnswer(BaseModel):
-    """`handoff handoffs reap --json`: the expired leases returned (or, in a dry run, that
-    would be)."""
-
-    dry_run: bool
-    returned: int
-    items: list[ReapItem]
+    views.show_replay(result)
 
 
 _REAP_LIST = 10_000  # expired leases listed; the rescuer itself returns all of them
@@ -675,7 +499,7 @@ def reap(yes: YesOpt = False, dry_run: DryRunOpt = False, as_json: JsonOpt = Fal
         )
         owners = {h.id: h for h in expired}
         items = [
-            ReapItem(
+            views.ReapItem(
                 id=h.id,
                 reference_id=h.reference_id,
                 lease_owner=h.lease_owner,
@@ -695,7 +519,7 @@ def reap(yes: YesOpt = False, dry_run: DryRunOpt = False, as_json: JsonOpt = Fal
                 lambda uow: ingestion.rescue(uow, now=SystemClock().now(), policy=policy)
             )
             items = [
-                ReapItem(
+                views.ReapItem(
                     id=h.id,
                     reference_id=h.reference_id,
                     lease_owner=owners[h.id].lease_owner if h.id in owners else None,
@@ -705,73 +529,11 @@ def reap(yes: YesOpt = False, dry_run: DryRunOpt = False, as_json: JsonOpt = Fal
                 )
                 for h in moved
             ]
-    answer = ReapAnswer(dry_run=dry_run, returned=len(items), items=items)
+    answer = views.ReapAnswer(dry_run=dry_run, returned=len(items), items=items)
     if as_json:
         _emit(answer)
         return
-    if not items:
-        _out().print("no expired lease")
-        return
-    table = Table(title="expired leases" + (" (dry run: nothing changed)" if dry_run else ""))
-    for column in ("id", "reference_id", "worker", "expired", "now"):
-        table.add_column(column, overflow="fold")
-    for i in items:
-        table.add_row(
-            str(i.id),
-            escape(i.reference_id),
-            i.lease_owner or "",
-            _short(i.lease_expires_at),
-            f"{i.state.value} / {i.reason_code.value}",
-        )
-    _out().print(table)
-    _out().print(f"{'would return' if dry_run else 'returned'} {len(items)} expired lease(s)")
-
-
-class FindingOut(BaseModel):
-    kind: Kind
-    reference_id: str
-    payload_hash: str
-    handoff_id: int | None
-    record_id: int | None
-    attempt_id: int | None
-    state: HandoffState | None = None  # the handoff's state when found
-    detail: str  # what is wrong
-    repair: str  # what --repair does
-    outcome: Literal["found", "repaired", "skipped"]
-    result: str | None  # what the repair did, or why it skipped the row
-
-
-class ReconcileAnswer(BaseModel):
-    """`handoff handoffs reconcile --json`."""
-
-    repair: bool  # whether repairs were made (false for a report or a dry run)
-    found: int
-    repaired: int
-    skipped: int
-    counts: dict[Kind, int]  # findings per kind, every kind present
-    findings: list[FindingOut]
-
-
-class _Bars:
-    """reconcile.Progress drawn as Rich bars on stderr."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.task: Any = None
-
-    def phase(self, label: str, total: int | None) -> None:
-        self.close()
-        suffix = " found" if total is None else f" of {total}"
-        self.task = self.progress.add_task(label, total=total, suffix=suffix)
-
-    def advance(self, n: int = 1) -> None:
-        self.progress.advance(self.task, n)
-
-    def close(self) -> None:
-        if self.task is not None:
-            done = self.progress.tasks[-1].completed
-            self.progress.update(self.task, total=done, completed=done)
-            self.task = None
+    views.show_reap(answer)
 
 
 @app.command("reconcile")
@@ -793,8 +555,8 @@ def reconcile_(
         BarColumn(),
         TextColumn("{task.completed:.0f}{task.fields[suffix]}"),
     )
-    with _failures(), Progress(*columns, console=_err(), transient=as_json) as bars:
-        scanning = _Bars(bars)
+    with _failures(), Progress(*columns, console=views.stderr(), transient=as_json) as bars:
+        scanning = views.Bars(bars)
         findings = reconcile.find(db, scanning)
         scanning.close()
         act = repair and not dry_run and bool(findings)
@@ -804,20 +566,20 @@ def reconcile_(
                 f"Repair {len(findings)} inconsistenc{'y' if len(findings) == 1 else 'ies'}?", yes
             )
             bars.start()
-            repairing = _Bars(bars)
+            repairing = views.Bars(bars)
             findings = reconcile.repair(
                 db, findings, now=SystemClock().now, actor=_actor(), progress=repairing
             )
             repairing.close()
     report = reconcile.Report(act, findings)
-    answer = ReconcileAnswer(
+    answer = views.ReconcileAnswer(
         repair=act,
         found=len(findings),
         repaired=report.tally("repaired"),
         skipped=report.tally("skipped"),
         counts={Kind(k): n for k, n in report.counts.items()},
         findings=[
-            FindingOut(
+            views.FindingOut(
                 kind=f.suspect.kind,
                 reference_id=f.suspect.reference_id,
                 payload_hash=f.suspect.payload_hash,
@@ -836,43 +598,4 @@ def reconcile_(
     if as_json:
         _emit(answer)
         return
-    _show_reconcile(answer, show, dry_run=dry_run and repair)
-
-
-def _show_reconcile(a: ReconcileAnswer, show: int, *, dry_run: bool) -> None:
-    counts = Table(title="reconcile" + (" (dry run: nothing changed)" if dry_run else ""))
-    counts.add_column("kind", overflow="fold")
-    counts.add_column("found", justify="right", overflow="fold")
-    counts.add_column("repair", overflow="fold")
-    for kind in Kind:
-        counts.add_row(kind.value, str(a.counts[kind]), REPAIRS[kind])
-    _out().print(counts)
-    if a.findings:
-        rows = Table(title="findings")
-        for column in ("kind", "handoff", "record", "detail", "outcome"):
-            rows.add_column(column, overflow="fold")
-        shown: dict[Kind, int] = {}
-        for f in a.findings:
-            shown[f.kind] = shown.get(f.kind, 0) + 1
-            if shown[f.kind] > show:
-                continue
-            outcome = f.outcome if f.result is None else f"{f.outcome}: {f.result}"
-            rows.add_row(
-                f.kind.value,
-                "" if f.handoff_id is None else str(f.handoff_id),
-                "" if f.record_id is None else str(f.record_id),
-                escape(f.detail),
-                escape(outcome),
-            )
-        _out().print(rows)
-        hidden = sum(max(0, n - show) for n in shown.values())
-        if hidden:
-            _out().print(f"… {hidden} more (--show N, or --json for all)")
-    if a.repair:
-        _out().print(
-            f"found {a.found}: repaired {a.repaired}, skipped {a.skipped} (changed meanwhile)"
-        )
-    elif a.found:
-        _out().print(f"found {a.found}; run with --repair to repair them")
-    else:
-        _out().print("nothing to reconcile")
+    views.show_reconcile(answer, show, dry_run=dry_run and repair)
