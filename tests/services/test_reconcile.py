@@ -4,6 +4,7 @@ moved meanwhile skip it instead of overwriting it."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -16,9 +17,9 @@ from app.domain.reconcile import Kind
 from app.domain.retry import RetryPolicy
 from app.domain.states import HandoffState, ReasonCode, RetryClass
 from app.ingest.text import StoreTextHandler
-from app.services import ingestion, ingestion_handoff, reconcile
+from app.services import handoff_queries, ingestion, ingestion_handoff, reconcile
 from app.services.ingestion import Failure
-from app.worker.runner import Worker
+from app.worker.runner import Worker, WorkerConfig
 from tests.support import (
     TABLES,
     WORKER,
@@ -258,3 +259,56 @@ def test_a_running_handoff_whose_payload_is_gone_fails_and_frees_its_reference(
     with db.transaction() as uow:  # the worker's lease is fenced off
         assert ingestion.complete(uow, [job.lease], now=clock.now(), worker_id=WORKER) == []
     assert run(db, clock, repair=False).findings == []
+
+
+def test_closing_an_attempt_left_open_keeps_why_on_the_real_transition(
+    db: Database, clock: FakeClock
+) -> None:
+    hid = hand_off_one(db, clock, version("r", "x")).handoff_id
+    claim_one(db, clock)
+    with db.transaction() as uow:
+        ingestion_handoff.cancel(uow, hid, now=clock.now(), actor="operator:alice")
+    set_attempt(db, hid, finished_at=None, outcome=None)  # as if the cancel had left it open
+    (found,) = run(db, clock, repair=True).findings
+    assert (found.suspect.kind, found.outcome) == (Kind.ATTEMPT_LEFT_OPEN, "repaired")
+    (closed,) = attempts(db, hid)
+    assert closed.outcome == "cancelled"
+    with db.transaction(write=False) as uow:
+        why = handoff_queries.detail(uow, hid, now=clock.now()).why
+    assert why.startswith("Cancelled by operator:alice")
+
+
+def test_repairs_racing_a_worker_leave_one_active_handoff_per_reference_and_nothing_to_find(
+    db: Database, clock: FakeClock
+) -> None:
+    for i in range(20):
+        hand_off_one(db, clock, version(f"r{i}", "v1"))
+        record_only(db, clock, f"r{i}", "v2")  # a newer version nobody handed off
+    worker = Worker(
+        db, StoreTextHandler(db, clock), clock=clock, config=WorkerConfig(claim_batch=3)
+    )
+    errors: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            for _ in range(50):
+                worker.run_once()
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    report = run(db, clock, repair=True)
+    thread.join()
+    assert errors == []
+    assert report.counts[Kind.RECORD_WITHOUT_HANDOFF.value] == 20
+    assert {f.outcome for f in report.findings} <= {"repaired", "skipped"}
+    with db.transaction(write=False) as uow:
+        assert uow.handoffs.active_count_per_reference() <= 1
+    worker.drain()
+    assert run(db, clock, repair=True).findings == []
+    for i in range(20):
+        assert {h.state for h in of_reference(db, f"r{i}")} <= {
+            HandoffState.SUCCEEDED,
+            HandoffState.SUPERSEDED,
+        }
