@@ -55,9 +55,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output (
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Say what would change; write nothing.")]
 StateOpt = Annotated[
-    list[HandoffState] | None, typer.Option("--state", help="Any of these states (repeatable).")
+    list[HandoffState] | None,
+    typer.Option(
+        "--state",
+        metavar="STATE",
+        help="Any of these states (repeatable): " + ", ".join(HandoffState) + ".",
+    ),
 ]
-ReasonOpt = Annotated[ReasonCode | None, typer.Option("--reason", help="This reason code.")]
+ReasonOpt = Annotated[
+    ReasonCode | None,
+    typer.Option("--reason", metavar="REASON", help="This reason code (see the operations guide)."),
+]
 SourceOpt = Annotated[str | None, typer.Option("--source", help="This source.")]
 ReferenceOpt = Annotated[str | None, typer.Option("--reference", help="This reference_id.")]
 SinceOpt = Annotated[
