@@ -1,4 +1,5 @@
-"""`handoff …`: run, serve, migrate, worker, submit, import, search, handoffs, tokens."""
+"""`handoff …`: run, serve, migrate, worker, submit, import, search, tokens; `handoffs …` is
+in `app.cli_handoffs`."""
 
 from __future__ import annotations
 
@@ -18,23 +19,22 @@ from rich.table import Table
 
 from app import log
 from app.api.document_models import SearchHitOut, SearchResultsOut
+from app.cli_handoffs import app as handoffs_app
 from app.db import migrations
 from app.db.notify import Listener
 from app.db.uow import Database
 from app.domain.clock import SystemClock
 from app.domain.errors import HandoffError
 from app.domain.records import ScrapeSubmission
-from app.domain.states import HandoffState, ReasonCode
 from app.domain.tokens import Scope
 from app.ingest.pipeline import build_handler
-from app.services import documents, importer, ingestion_handoff, scrape_storage, tokens
+from app.services import documents, importer, scrape_storage, tokens
 from app.settings import Settings
 from app.worker.runner import Worker, WorkerConfig
 
 app = typer.Typer(
     help="Handoff: durable handoff from scrape storage to ingestion.", no_args_is_help=True
 )
-handoffs_app = typer.Typer(help="Inspect and repair handoffs.", no_args_is_help=True)
 app.add_typer(handoffs_app, name="handoffs")
 tokens_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
@@ -329,27 +329,6 @@ def search(
     out.print(table)
     if page.next_offset is not None:
         err.print(f"more: --offset {page.next_offset}")
-
-
-@handoffs_app.command("stats")
-def handoffs_stats(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
-    """Counts by state x reason code (every state and reason, zeros included)."""
-    settings = _settings()
-    _require_current_schema(settings)
-    counts = Database(settings.database_url).run(ingestion_handoff.stats, write=False)
-    if as_json:
-        out.print_json(json.dumps(counts))
-        return
-    table = Table(title="handoffs by state x reason code")
-    table.add_column("reason_code")
-    for state in HandoffState:
-        table.add_column(state.value, justify="right")
-    for reason in ReasonCode:
-        table.add_row(reason.value, *(str(counts[s.value][reason.value]) for s in HandoffState))
-    table.add_row("[b]total[/]", *(f"[b]{sum(counts[s.value].values())}[/]" for s in HandoffState))
-    out.print(table)
 
 
 @tokens_app.command("create")

@@ -16,6 +16,7 @@ from app.db.handoff_queries import HandoffQueries
 from app.db.handoff_store import HandoffStore
 from app.db.job_store import JobStore
 from app.db.outbox_store import OutboxStore
+from app.db.reconcile_queries import ReconcileQueries
 from app.db.record_store import RecordStore
 from app.db.token_store import TokenStore
 from app.domain.errors import Contention, DatabaseUnavailable
@@ -38,6 +39,7 @@ class UnitOfWork:
         self.outbox = OutboxStore(conn, self.records, self.handoffs)
         self.tokens = TokenStore(conn)
         self.queries = HandoffQueries(conn)
+        self.reconcile = ReconcileQueries(conn)
 
 
 class Database:

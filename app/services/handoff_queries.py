@@ -64,7 +64,9 @@ def detail(uow: UnitOfWork, handoff_id: int, *, now: datetime) -> Detail:
     if found is None:
         raise NotFound(f"no handoff {handoff_id}", field="handoff_id")
     events = uow.handoffs.events(handoff_id)
-    facts = WhyFacts(found, now, last_event=events[-1] if events else None)
+    # The transition into the current state: a repair note (same state in and out) is not one.
+    last = next((e for e in reversed(events) if e.from_state is not e.to_state), None)
+    facts = WhyFacts(found, now, last_event=last)
     if found.state is HandoffState.WAITING:
         unfinished = uow.handoffs.unfinished_of(found.reference_id)
         ahead = next((h for h in unfinished if h.state in ACTIVE_STATES), None)
