@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 
 from app.api.app import create_app
+from app.db import tables
 from app.db.uow import Database
 from app.domain.clock import FakeClock
 from app.domain.states import HandoffState, ReasonCode
@@ -346,3 +348,32 @@ def test_pages_forbid_inline_script_and_framing_and_static_files_are_local(dash:
     for src in re.findall(r'(?:src|href)="(/ops/static/[^"?]+)', page.text):
         assert dash.client.get(src).status_code == 200
     assert "http://" not in page.text.split("<main>")[0]  # nothing from another host
+
+
+def test_the_overview_lists_what_is_stuck(db: Database) -> None:
+    clock = FakeClock()
+    settings = Settings(database_url=db.url, stuck_after_seconds=60)
+    with TestClient(create_app(settings, clock=clock), follow_redirects=False) as client:
+        dash = Dash(client, db, {"Authorization": f"Bearer {make_token(db, 's', Scope.ADMIN)}"})
+        queued = dash.submit(reference_id="shop:slow", **TEXT)["handoff_id"]
+        dash.login(Scope.READ)
+        assert 'data-figure="stuck">0 stuck' in client.get("/ops").text
+        clock.advance(61)  # no worker runs: the handoff waits past the threshold
+        page = client.get("/ops").text
+    assert 'data-figure="stuck">1 stuck' in page
+    assert f'<a href="/ops/handoffs/{queued}">{queued}</a>' in page
+    assert "shop:slow" in page
+
+
+def test_the_handoff_page_summarises_the_payload_and_notes_a_missing_one(dash: Dash) -> None:
+    done = dash.submit(reference_id="shop:1", url="https://shop.test/p/1", **TEXT)
+    dash.login(Scope.READ)
+    page = dash.client.get(f"/ops/handoffs/{done['handoff_id']}").text
+    for shown in ("text/plain", "(8 bytes)", "https://shop.test/p/1", done["payload_hash"]):
+        assert shown in page
+    assert "a kettle" in page  # the document's excerpt
+
+    with dash.db.transaction() as uow:
+        uow.conn.execute(delete(tables.scrape_records))
+    page = dash.client.get(f"/ops/handoffs/{done['handoff_id']}").text
+    assert "The stored scrape record of this version is gone" in page
