@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__
 from app.api.limits import BodyLimit
+from app.api.ops import install as install_ops
 from app.api.problems import COMMON, PROTECTED
 from app.api.routers import documents, handoffs, health, references, scraping
 from app.db import migrations
@@ -69,6 +70,7 @@ def create_app(
     app.include_router(references.router, responses=PROTECTED)
     app.include_router(documents.router, responses=PROTECTED)
     app.include_router(health.router, responses=COMMON)
+    install_ops(app)  # the operators' dashboard at /ops (not in the OpenAPI document)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     _error_handlers(app)
     return app
