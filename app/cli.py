@@ -41,6 +41,18 @@ out = Console()
 err = Console(stderr=True)
 
 
+@app.callback()
+def _logging() -> None:
+    """Every command logs as the settings say (JSON lines on stderr unless on a terminal),
+    so log lines never mix with the JSON some commands print on stdout."""
+    try:
+        settings = Settings()
+    except ValidationError:
+        log.configure()  # the command itself reports the invalid settings
+        return
+    log.configure_from(settings)
+
+
 def _settings() -> Settings:
     try:
         return Settings()
@@ -100,11 +112,24 @@ def worker(
 ) -> None:
     """Run an ingestion worker until SIGTERM/SIGINT."""
     settings = _settings()
-    log.configure()
+    log.configure_from(settings)
     _require_current_schema(settings)
     stop = threading.Event()
     _stop_on_signals(stop)
+    if settings.worker_metrics_port is not None:
+        _serve_worker_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
     _start_worker(settings, concurrency, stop).run(stop)
+
+
+def _serve_worker_metrics(host: str, port: int) -> None:
+    """This worker's counters (claims, durations, rescues, transitions) at /metrics, on a
+    daemon thread. The per-state figures come from the API's /metrics, not from here."""
+    from prometheus_client import start_http_server
+
+    from app import metrics
+
+    start_http_server(port, addr=host, registry=metrics.REGISTRY)
+    err.print(f"worker metrics on http://{host}:{port}/metrics")
 
 
 @app.command()
@@ -118,7 +143,7 @@ def serve(
     from app.api.app import create_app
 
     settings = _settings()
-    log.configure()
+    log.configure_from(settings)
     _require_current_schema(settings)
     uvicorn.run(create_app(settings), host=host, port=port)
 
@@ -135,7 +160,7 @@ def run(
     from app.api.app import create_app
 
     settings = _settings()
-    log.configure()
+    log.configure_from(settings)
     applied = migrations.apply(settings.database_url, settings.migrations_dir)
     err.print(f"database {settings.database_url}: applied {len(applied)} migration(s)")
     stop = threading.Event()

@@ -36,7 +36,7 @@ def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
 def test_migrate_applies_once_and_then_is_a_no_op(fresh_url: str) -> None:
     first = handoff(fresh_url, "migrate")
     assert first.returncode == 0, first.stderr
-    assert "applied 5 migration(s)" in first.stdout
+    assert "applied 6 migration(s)" in first.stdout
     second = handoff(fresh_url, "migrate")
     assert second.returncode == 0
     assert "applied 0 migration(s)" in second.stdout
