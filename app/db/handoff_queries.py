@@ -59,8 +59,9 @@ def stuck_clause(now: datetime, cutoff: datetime) -> ColumnElement[bool]:
     return or_(
         and_(handoffs.c.state.in_(_RUNNABLE), handoffs.c.run_after <= cutoff),
         and_(handoffs.c.state == HandoffState.RUNNING.value, handoffs.c.lease_expires_at < now),
-        # A waiting row is written once and changes only when it leaves `waiting`.
-        and_(handoffs.c.state == HandoffState.WAITING.value, handoffs.c.updated_at <= cutoff),
+        # A waiting row is written once and changes only when it leaves `waiting`, so it has
+        # waited since its creation (and (state, created_at) is indexed).
+        and_(handoffs.c.state == HandoffState.WAITING.value, handoffs.c.created_at <= cutoff),
     )
 
 
@@ -115,21 +116,15 @@ class HandoffQueries:
     def state_summaries(
         self, *, now: datetime, cutoff: datetime
     ) -> dict[HandoffState, StateSummary]:
-        """Per state present: oldest created_at, stuck count, finished in the last 5/60 min.
+        """Per state present: oldest created_at, finished in the last 5/60 min.
 
         Built to stay fast at millions of rows: each figure reads an index range, never the
-        whole table (one probe per state for the oldest, the runnable, lease and waiting
-        indexes for the stuck, the finished_at index for the last hour)."""
+        whole table (one probe per state for the oldest, the finished_at index for the last
+        hour)."""
         oldest = self.oldest_created()
-        stuck = self._stuck_by_state(now, cutoff)
         finished = self._finished_by_state(now)
         return {
-            state: StateSummary(
-                created,
-                stuck.get(state, 0),
-                finished.get(state, (0, 0))[0],
-                finished.get(state, (0, 0))[1],
-            )
+            state: StateSummary(created, *finished.get(state, (0, 0)))
             for state, created in oldest.items()
         }
 
@@ -154,26 +149,20 @@ class HandoffQueries:
             if (oldest := _as_datetime(r.oldest)) is not None
         }
 
-    def _stuck_by_state(self, now: datetime, cutoff: datetime) -> dict[HandoffState, int]:
+    def stuck_count(self, *, now: datetime, cutoff: datetime) -> int:
+        """How many handoffs are stuck (`stuck_clause`), each part counted from an index alone:
+        the runnable index, the lease index, (state, created_at) for the waiting ones."""
         c = handoffs.c
-        runnable = (
-            select(c.state, func.count().label("n"))
-            .where(c.state.in_(_RUNNABLE), c.run_after <= cutoff)
-            .group_by(c.state)
+
+        def count(*where: ColumnElement[bool]) -> Any:
+            return select(func.count()).where(*where).scalar_subquery()
+
+        stmt = select(
+            count(c.state.in_(_RUNNABLE), c.run_after <= cutoff)
+            + count(c.state == HandoffState.RUNNING.value, c.lease_expires_at < now)
+            + count(c.state == HandoffState.WAITING.value, c.created_at <= cutoff)
         )
-        running = (
-            select(c.state, func.count().label("n"))
-            .where(c.state == HandoffState.RUNNING.value, c.lease_expires_at < now)
-            .group_by(c.state)
-        )
-        # A waiting row is written once and changes only when it leaves `waiting`.
-        waiting = (
-            select(c.state, func.count().label("n"))
-            .where(c.state == HandoffState.WAITING.value, c.updated_at <= cutoff)
-            .group_by(c.state)
-        )
-        rows = self.conn.execute(union_all(runnable, running, waiting))
-        return {HandoffState(r.state): int(r.n) for r in rows}
+        return int(self.conn.execute(stmt).scalar_one())
 
     def _finished_by_state(self, now: datetime) -> dict[HandoffState, tuple[int, int]]:
         """Per state: how many finished in the last 5 and the last 60 minutes."""

@@ -108,7 +108,7 @@ def stats(uow: UnitOfWork, *, now: datetime, stuck_after: timedelta) -> Stats:
         counts=counts,
         totals={s: sum(by_reason.values()) for s, by_reason in counts.items()},
         oldest_age_seconds=ages,
-        stuck=sum(s.stuck for s in summaries.values()),
+        stuck=uow.queries.stuck_count(now=now, cutoff=now - stuck_after),
         last_5_minutes=Throughput(
             finished(HandoffState.SUCCEEDED, True), finished(HandoffState.FAILED, True)
         ),
