@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import structlog
 
@@ -38,6 +38,17 @@ def redact_secrets(
     return event
 
 
+class _CurrentStderr:
+    """`sys.stderr` as it is when a line is written, not when logging was set up: whoever
+    swaps the stream later (a test capturing output, a tool redirecting it) gets the lines."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(
     *, json: bool | None = None, level: str = "INFO", format: LogFormat | None = None
 ) -> None:
@@ -59,7 +70,7 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )
 
