@@ -145,7 +145,7 @@ def serve(
     settings = _settings()
     log.configure_from(settings)
     _require_current_schema(settings)
-    uvicorn.run(create_app(settings), host=host, port=port)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)  # app.log's
 
 
 @app.command()
@@ -176,7 +176,9 @@ def run(
     else:
         err.print("[bold red]AUTH IS OFF (HANDOFF_AUTH_ENABLED=false): the API is open[/]")
     try:
-        uvicorn.run(create_app(settings, wake=the_worker.wake), host=host, port=port)
+        uvicorn.run(
+            create_app(settings, wake=the_worker.wake), host=host, port=port, log_config=None
+        )
     finally:
         stop.set()
         thread.join()

@@ -73,6 +73,44 @@ def configure(
         logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )
+    _route_stdlib_logging(renderer, level)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in stubs
+    """A handler writing to `sys.stderr` as it is at each record (see `_CurrentStderr`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+def _route_stdlib_logging(renderer: structlog.types.Processor, level: str) -> None:
+    """Libraries that log through the standard library (uvicorn's access and error lines,
+    yoyo, httpx) come out in the same format, masked the same way."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            redact_secrets,
+            renderer,
+        ],
+    )
+    handler = _StderrHandler()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    # Libraries speak up at WARNING (yoyo narrates every migration step at INFO); the server's
+    # own lines (startup, access log) follow the configured level.
+    root.setLevel(level.upper() if level.upper() in ("WARNING", "ERROR") else "WARNING")
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        server = logging.getLogger(name)
+        server.handlers = []  # no second copy in uvicorn's own format
+        server.propagate = True
+        server.setLevel(level.upper())
 
 
 def configure_from(settings: Settings) -> None:
