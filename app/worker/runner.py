@@ -230,7 +230,8 @@ class Worker:
         kept, jobs = self.db.run(work)
         for lost in set(ok) - set(kept):
             log.warning("worker.lease_lost", handoff_id=lost.handoff_id, lease_token=lost.token)
-        self._report_completed([r for r in self._unsaved if r.job.lease in set(kept)])
+        committed = set(kept)
+        self._report_completed([r for r in self._unsaved if r.job.lease in committed])
         for result in list(self._unsaved):
             self._forget(result)
         for job in jobs:
