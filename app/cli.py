@@ -42,6 +42,18 @@ out = Console()
 err = Console(stderr=True)
 
 
+@app.callback()
+def _logging() -> None:
+    """Every command logs as the settings say (JSON lines on stderr unless on a terminal),
+    so log lines never mix with the JSON some commands print on stdout."""
+    try:
+        settings = Settings()
+    except ValidationError:
+        log.configure()  # the command itself reports the invalid settings
+        return
+    log.configure_from(settings)
+
+
 def _settings() -> Settings:
     try:
         return Settings()
@@ -105,7 +117,7 @@ def worker(
     """Run an ingestion worker until SIGTERM/SIGINT (or, with --drain, until nothing is
     runnable; prints how many handoffs it ran)."""
     settings = _settings()
-    log.configure()
+    log.configure_from(settings)
     _require_current_schema(settings)
     if drain:
         ran = _start_worker(settings, concurrency, threading.Event()).drain()
@@ -113,7 +125,20 @@ def worker(
         return
     stop = threading.Event()
     _stop_on_signals(stop)
+    if settings.worker_metrics_port is not None:
+        _serve_worker_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
     _start_worker(settings, concurrency, stop).run(stop)
+
+
+def _serve_worker_metrics(host: str, port: int) -> None:
+    """This worker's counters (claims, durations, rescues, transitions) at /metrics, on a
+    daemon thread. The per-state figures come from the API's /metrics, not from here."""
+    from prometheus_client import start_http_server
+
+    from app import metrics
+
+    start_http_server(port, addr=host, registry=metrics.REGISTRY)
+    err.print(f"worker metrics on http://{host}:{port}/metrics")
 
 
 @app.command()
@@ -127,9 +152,9 @@ def serve(
     from app.api.app import create_app
 
     settings = _settings()
-    log.configure()
+    log.configure_from(settings)
     _require_current_schema(settings)
-    uvicorn.run(create_app(settings), host=host, port=port)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)  # app.log's
 
 
 @app.command()
@@ -144,7 +169,7 @@ def run(
     from app.api.app import create_app
 
     settings = _settings()
-    log.configure()
+    log.configure_from(settings)
     applied = migrations.apply(settings.database_url, settings.migrations_dir)
     err.print(f"database {settings.database_url}: applied {len(applied)} migration(s)")
     stop = threading.Event()
@@ -160,7 +185,9 @@ def run(
     else:
         err.print("[bold red]AUTH IS OFF (HANDOFF_AUTH_ENABLED=false): the API is open[/]")
     try:
-        uvicorn.run(create_app(settings, wake=the_worker.wake), host=host, port=port)
+        uvicorn.run(
+            create_app(settings, wake=the_worker.wake), host=host, port=port, log_config=None
+        )
     finally:
         stop.set()
         thread.join()

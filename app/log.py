@@ -1,15 +1,63 @@
-"""structlog set-up: JSON lines in production, readable lines on a terminal."""
+"""structlog set-up: JSON lines in production, readable lines on a terminal.
+
+Every line is one event with its fields. Lines about a handoff carry `handoff_id`,
+`reference_id` and `payload_hash`; lines about an attempt also carry `lease_token` (the fence of
+that attempt). Secrets never reach a line: fields named like a credential are masked before
+rendering, whoever logs them.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import structlog
 
+if TYPE_CHECKING:
+    from app.settings import Settings
 
-def configure(*, json: bool | None = None, level: str = "INFO") -> None:
-    as_json = (not sys.stderr.isatty()) if json is None else json
+LogFormat = Literal["json", "console"]
+
+#: Field names whose values are credentials. `lease_token` is a fencing counter, not a secret.
+SECRET_FIELDS = frozenset(
+    {"authorization", "token", "secret", "password", "api_token", "bearer", "credentials"}
+)
+MASK = "[redacted]"
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A processor masking credential-named fields (`token`, `authorization`, `*_secret`…)."""
+    for key in list(event):
+        lowered = key.lower()
+        if lowered in SECRET_FIELDS or lowered.endswith(("_secret", "_password")):
+            event[key] = MASK
+    return event
+
+
+class _CurrentStderr:
+    """`sys.stderr` as it is when a line is written, not when logging was set up: whoever
+    swaps the stream later (a test capturing output, a tool redirecting it) gets the lines."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure(
+    *, json: bool | None = None, level: str = "INFO", format: LogFormat | None = None
+) -> None:
+    """Set up structlog for this process. `format` (or the older `json` flag) picks the
+    renderer; with neither, JSON unless stderr is a terminal."""
+    if format is not None:
+        as_json = format == "json"
+    else:
+        as_json = (not sys.stderr.isatty()) if json is None else json
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
@@ -18,9 +66,53 @@ def configure(*, json: bool | None = None, level: str = "INFO") -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
+        cache_logger_on_first_use=False,
     )
+    _route_stdlib_logging(renderer, level)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in stubs
+    """A handler writing to `sys.stderr` as it is at each record (see `_CurrentStderr`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+def _route_stdlib_logging(renderer: structlog.types.Processor, level: str) -> None:
+    """Libraries that log through the standard library (uvicorn's access and error lines,
+    yoyo, httpx) come out in the same format, masked the same way."""
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            redact_secrets,
+            renderer,
+        ],
+    )
+    handler = _StderrHandler()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    # Libraries speak up at WARNING (yoyo narrates every migration step at INFO); the server's
+    # own lines (startup, access log) follow the configured level.
+    root.setLevel(level.upper() if level.upper() in ("WARNING", "ERROR") else "WARNING")
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error"):
+        server = logging.getLogger(name)
+        server.handlers = []  # no second copy in uvicorn's own format
+        server.propagate = True
+        server.setLevel(level.upper())
+
+
+def configure_from(settings: Settings) -> None:
+    """Set up logging from `HANDOFF_LOG_FORMAT` and `HANDOFF_LOG_LEVEL`."""
+    configure(format=settings.log_format, level=settings.log_level)

@@ -107,6 +107,43 @@ class Settings(BaseSettings):
         'link-local…, e.g. ["10.1.0.0/16"]. Empty: only globally routable addresses.',
     )
 
+    # Observability: logs, metrics
+    log_format: Literal["json", "console"] | None = Field(
+        default=None,
+        description="json (one JSON object per line) or console (readable, for a terminal). "
+        "Unset: json unless stderr is a terminal.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_require_token: bool = Field(
+        default=False,
+        description="Make GET /metrics need a token with the `read` scope. Off by default, as "
+        "Prometheus scrapes usually are; keep the port private instead.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="`handoff worker` serves its own counters (claims, durations, rescues, "
+        "transitions) on this port at /metrics. Unset: not served.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1", description="Address the worker's metrics port binds."
+    )
+
+    # Backpressure: submissions are refused while ingestion is too far behind
+    max_backlog: int | None = Field(
+        default=None,
+        ge=1,
+        description="Past this many runnable handoffs (queued or retry_wait, due now), "
+        "POST /v1/scrape-records and POST /v1/scraping/sync answer 429 with Retry-After. "
+        "Unset: never refused.",
+    )
+    admission_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long one backlog reading is reused by admission checks.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_engine(cls, value: str) -> str:

@@ -939,6 +939,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         tuning = Tuning(args.concurrency, args.poll, listen_notify=not args.no_listen)
         run_child(args.child, args.child_url, tuning)
         return
+    # As in the worker children: warnings only, so per-handoff log lines (one per enqueued
+    # version at INFO) are not part of what is timed.
+    app_log.configure(json=True, level="WARNING")
     result = bench(args)
     text = json.dumps(result, indent=2)
     print(text)

@@ -116,7 +116,7 @@ def wipe(db: Database) -> None:
 
 def wait_for(
     condition: Callable[[], bool],
-    timeout: float = 20.0,
+    timeout: float = 60.0,  # a loaded CI machine may take 15 s or more to start a server
     *,
     interval: float = 0.05,
     tolerate: tuple[type[BaseException], ...] = (),

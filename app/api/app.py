@@ -11,18 +11,22 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import __version__
+from app import __version__, metrics
+from app.api import admission as admission_gate
 from app.api.limits import BodyLimit
 from app.api.ops import install as install_ops
 from app.api.problems import COMMON, PROTECTED
-from app.api.routers import documents, handoffs, health, references, scraping
+from app.api.routers import admission, documents, handoffs, health, references, scraping
+from app.api.routers import metrics as metrics_route
 from app.db import migrations
 from app.db.uow import Database
 from app.domain.clock import Clock, SystemClock
 from app.domain.errors import HandoffError
 from app.ingest.pipeline import build_handler
+from app.services import handoff_queries
 from app.settings import Settings
 from app.worker.runner import Worker, WorkerConfig
 
@@ -61,6 +65,13 @@ def create_app(
             if settings.inline_ingestion
             else None
         )
+        app.state.metrics_registry = _metrics_registry(db, clock)
+        app.state.admission = admission_gate.AdmissionGate(
+            db,
+            clock,
+            max_backlog=settings.max_backlog,
+            cache_seconds=settings.admission_cache_seconds,
+        )
         yield
         db.dispose()
 
@@ -71,9 +82,22 @@ def create_app(
     app.include_router(documents.router, responses=PROTECTED)
     app.include_router(health.router, responses=COMMON)
     install_ops(app)  # the operators' dashboard at /ops (not in the OpenAPI document)
+    app.include_router(admission.router, responses=PROTECTED)
+    app.include_router(metrics_route.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     _error_handlers(app)
+    admission_gate.install(app)
     return app
+
+
+def _metrics_registry(db: Database, clock: Clock) -> CollectorRegistry:
+    """This process's counters plus rows and oldest age per state, read at each scrape."""
+
+    def read() -> metrics.StateFigures:
+        found = db.run(lambda uow: handoff_queries.state_rows(uow, now=clock.now()), write=False)
+        return metrics.StateFigures(found.rows, found.oldest_age_seconds)
+
+    return metrics.registry_with([metrics.StateCollector(read)])
 
 
 def _problem(status: int, title: str, detail: str, **extra: object) -> JSONResponse:

@@ -29,9 +29,20 @@ def _leases_clause(leases: Iterable[Lease]) -> Any:
     )
 
 
+#: A transition as counted by metrics: (from state, None for a new handoff; to state; reason).
+Move = tuple[HandoffState | None, HandoffState, ReasonCode]
+
+
 class HandoffStore:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        #: Every transition whose event this store wrote in its transaction, in order; the
+        #: unit of work reports them to metrics once the transaction has committed.
+        self.moves: list[Move] = []
+
+    def note_inserted(self, inserted: Iterable[Handoff]) -> None:
+        """Record the creation events of handoffs inserted (with their events) by one statement."""
+        self.moves.extend((None, h.state, h.reason_code) for h in inserted)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -163,7 +174,9 @@ class HandoffStore:
         # One statement for the batch: arrays in (one fixed query text, so it is parsed once
         # and prepared by the server), rows and their events out.
         result = self.conn.execute(_INSERT_ENQUEUED_PG, enqueue_params(rows, actor=actor, now=now))
-        return [to_handoff(r) for r in result]
+        inserted = [to_handoff(r) for r in result]
+        self.note_inserted(inserted)
+        return inserted
 
     def transition(
         self, handoff_id: int, from_states: Collection[HandoffState], values: Mapping[str, Any]
@@ -196,6 +209,7 @@ class HandoffStore:
     def add_events(self, events: Sequence[NewEvent], at: datetime) -> None:
         if not events:
             return
+        self.moves.extend((e.from_state, e.to_state, e.reason_code) for e in events)
         if self.conn.dialect.name == "postgresql":
             # Arrays in: one fixed statement text for any number of events (parsed once,
             # prepared by the server) rather than a VALUES list that grows with the batch.

@@ -41,7 +41,9 @@ class OutboxStore:
             self.records.insert(records, now)
             return self.handoffs.insert_enqueued(rows, actor=actor, now=now)
         params = {**record_params(records, now), **enqueue_params(rows, actor=actor, now=now)}
-        return [to_handoff(r) for r in self.conn.execute(_STORE_AND_ENQUEUE_PG, params)]
+        inserted = [to_handoff(r) for r in self.conn.execute(_STORE_AND_ENQUEUE_PG, params)]
+        self.handoffs.note_inserted(inserted)  # the statement wrote their creation events
+        return inserted
 
 
 _STORE_AND_ENQUEUE_PG = text(

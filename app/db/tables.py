@@ -144,6 +144,16 @@ documents = Table(
     # `search_vector` column (GIN-indexed) and SQLite's `documents_fts` FTS5 table.
 )
 
+#: Signed deltas of the handoff count per (state, reason_code), kept by triggers (migration
+#: 20260301000035): the count of a pair is the sum of its rows.
+handoff_counts = Table(
+    "handoff_counts",
+    metadata,
+    Column("state", Text, nullable=False),
+    Column("reason_code", Text, nullable=False),
+    Column("n", BigInteger, nullable=False),
+)
+
 api_tokens = Table(
     "api_tokens",
     metadata,

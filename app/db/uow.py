@@ -5,11 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TypeVar
 
+import structlog
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from app import metrics
 from app.db.document_store import DocumentStore
 from app.db.engine import make_engine
 from app.db.handoff_queries import HandoffQueries
@@ -22,6 +25,7 @@ from app.db.token_store import TokenStore
 from app.domain.errors import Contention, DatabaseUnavailable
 
 T = TypeVar("T")
+log = structlog.get_logger("handoff.db")
 
 # SQLSTATEs worth retrying the whole transaction for: serialization failure, deadlock.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
@@ -40,6 +44,25 @@ class UnitOfWork:
         self.tokens = TokenStore(conn)
         self.queries = HandoffQueries(conn)
         self.reconcile = ReconcileQueries(conn)
+        self._on_commit: list[Callable[[], None]] = []
+
+    def on_commit(self, hook: Callable[[], None]) -> None:
+        """Run `hook` once this transaction has committed (metrics, logs); never if it rolls
+        back, so a transaction retried whole reports once."""
+        self._on_commit.append(hook)
+
+    def committed(self) -> None:
+        """Called by `Database.transaction` after the commit: count the transitions written,
+        then run the hooks. A failing hook is logged; the commit has happened regardless."""
+        hooks: list[Callable[[], None]] = [
+            partial(metrics.count_transitions, self.handoffs.moves),
+            *self._on_commit,
+        ]
+        for hook in hooks:
+            try:
+                hook()
+            except Exception as exc:  # observability must never fail a committed request
+                log.error("uow.after_commit_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 class Database:
@@ -64,7 +87,9 @@ class Database:
         try:
             conn.info["sqlite_begin"] = "IMMEDIATE" if write else "DEFERRED"
             with conn.begin():
-                yield UnitOfWork(conn)
+                uow = UnitOfWork(conn)
+                yield uow
+            uow.committed()
         finally:
             conn.close()
 

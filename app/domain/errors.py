@@ -86,3 +86,22 @@ class Contention(HandoffError):
     """A concurrent writer changed the same reference; the transaction is retried whole."""
 
     status = 503
+
+
+class Overloaded(HandoffError):
+    """Ingestion is behind: too many handoffs wait for a worker. Retry after the delay given."""
+
+    status = 429
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        retry_after: int,
+        backlog: int,
+        max_backlog: int,
+    ) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.backlog = backlog
+        self.max_backlog = max_backlog

@@ -56,10 +56,9 @@ def decode_cursor(cursor: str) -> int:
 @dataclass(frozen=True, slots=True)
 class StateSummary:
     """Figures of one state, measured at `now`: when its oldest handoff was created, how many
-    of its handoffs are stuck, how many finished within the last 5 and 60 minutes."""
+    finished within the last 5 and 60 minutes."""
 
     oldest_created_at: datetime | None
-    stuck: int
     finished_last_5m: int
     finished_last_60m: int
 

@@ -110,7 +110,7 @@ def stats(uow: UnitOfWork, *, now: datetime, stuck_after: timedelta) -> Stats:
         counts=counts,
         totals={s: sum(by_reason.values()) for s, by_reason in counts.items()},
         oldest_age_seconds=ages,
-        stuck=sum(s.stuck for s in summaries.values()),
+        stuck=uow.queries.stuck_count(now=now, cutoff=now - stuck_after),
         last_5_minutes=Throughput(
             finished(HandoffState.SUCCEEDED, True), finished(HandoffState.FAILED, True)
         ),
@@ -118,6 +118,35 @@ def stats(uow: UnitOfWork, *, now: datetime, stuck_after: timedelta) -> Stats:
             finished(HandoffState.SUCCEEDED, False), finished(HandoffState.FAILED, False)
         ),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StateRows:
+    """Rows and the oldest row's age (seconds since creation) per state, every state present."""
+
+    rows: dict[HandoffState, int]
+    oldest_age_seconds: dict[HandoffState, float]
+
+
+def state_rows(uow: UnitOfWork, *, now: datetime) -> StateRows:
+    """What the metrics scrape reads: the per-state totals of the maintained counts and one
+    index probe per state for the oldest. Every state is present, zeros included."""
+    counts = uow.queries.counts()
+    rows = {state: 0 for state in HandoffState}
+    for (state, _), n in counts.items():
+        rows[state] += n
+    oldest = uow.queries.oldest_created()
+    ages = {
+        state: max(0.0, (now - oldest[state]).total_seconds()) if state in oldest else 0.0
+        for state in HandoffState
+    }
+    return StateRows(rows, ages)
+
+
+def compact_counts(uow: UnitOfWork) -> None:
+    """Fold the appended count deltas back to one row per (state, reason_code); workers call
+    it on their rescuer timer. Safe to run anywhere, any time."""
+    uow.queries.compact_counts()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import structlog
+
+from app import metrics
 from app.db.uow import UnitOfWork
 from app.domain.errors import LeaseLost
 from app.domain.models import ClaimedJob, Handoff, Lease, NewEvent
@@ -26,6 +29,7 @@ from app.domain.states import (
 from app.services.ingestion_handoff import promote_waiting
 
 RESCUER = "system:rescuer"
+log = structlog.get_logger("handoff.rescuer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +175,24 @@ def rescue(uow: UnitOfWork, *, now: datetime, policy: RetryPolicy) -> list[Hando
     """Return expired leases (one guarded UPDATE; safe to run on every node at once)."""
     moved = uow.handoffs.rescue_expired(now, policy.crash_max, now + policy.crash_delay)
     _record_moves(uow, moved, now, RESCUER, outcome="lease_expired", retry_class=RetryClass.CRASH)
+    if moved:
+        uow.on_commit(lambda: _report_rescued(moved))
     return moved
+
+
+def _report_rescued(moved: Sequence[Handoff]) -> None:
+    for h in moved:
+        metrics.RESCUED.labels(h.reason_code.value).inc()
+        log.info(
+            "rescuer.rescued",
+            handoff_id=h.id,
+            reference_id=h.reference_id,
+            payload_hash=h.payload_hash,
+            lease_token=h.lease_token,
+            state=h.state.value,
+            reason_code=h.reason_code.value,
+            crashes=h.crashes,
+        )
 
 
 def _record_moves(

@@ -13,6 +13,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import structlog
+
+from app import metrics
 from app.db.uow import UnitOfWork
 from app.domain.errors import Conflict, Contention, NotFound
 from app.domain.models import Handoff, NewEvent
@@ -27,6 +30,7 @@ from app.domain.states import (
 )
 
 _MAX_ROUNDS = 8  # re-reads of one reference's rows before the transaction is retried whole
+log = structlog.get_logger("handoff.enqueue")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,24 @@ def enqueue(
         results = {
             p: replace(r, state=final.get(r.handoff_id, r.state)) for p, r in results.items()
         }
-    return [results[(r.reference_id, r.payload_hash)] for r in records]
+    out = [results[(r.reference_id, r.payload_hash)] for r in records]
+    uow.on_commit(lambda: _report(out, actor))
+    return out
+
+
+def _report(results: Sequence[EnqueueResult], actor: str) -> None:
+    """Count and log each outcome, once the transaction that decided them has committed."""
+    metrics.count_enqueued(r.outcome for r in results)
+    for r in results:
+        log.info(
+            "handoff.enqueued",
+            handoff_id=r.handoff_id,
+            reference_id=r.reference_id,
+            payload_hash=r.payload_hash,
+            outcome=r.outcome.value,
+            state=r.state.value,
+            actor=actor,
+        )
 
 
 def _enqueue_contended(
@@ -313,7 +334,7 @@ def promote_waiting(
 
 def stats(uow: UnitOfWork) -> dict[str, dict[str, int]]:
     """Counts by state x reason code, every state and reason present (zeros included)."""
-    counts = uow.handoffs.counts()
+    counts = uow.queries.counts()
     return {
         state.value: {reason.value: counts.get((state, reason), 0) for reason in ReasonCode}
         for state in HandoffState

@@ -17,12 +17,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
 import structlog
 
+from app import metrics
 from app.db.uow import Database, UnitOfWork
 from app.domain.clock import Clock, SystemClock
 from app.domain.errors import LeaseLost
@@ -30,8 +31,8 @@ from app.domain.failures import IngestionFailure, PermanentError, ThrottledError
 from app.domain.models import ClaimedJob, Lease
 from app.domain.records import matches_hash
 from app.domain.retry import RetryPolicy
-from app.domain.states import ReasonCode, RetryClass
-from app.services import ingestion
+from app.domain.states import TERMINAL_STATES, ReasonCode, RetryClass
+from app.services import handoff_queries, ingestion
 from app.services.ingestion import Failure
 from app.settings import Settings
 from app.worker.handler import IngestionHandler
@@ -229,11 +230,31 @@ class Worker:
         kept, jobs = self.db.run(work)
         for lost in set(ok) - set(kept):
             log.warning("worker.lease_lost", handoff_id=lost.handoff_id, lease_token=lost.token)
+        committed = set(kept)
+        self._report_completed([r for r in self._unsaved if r.job.lease in committed])
         for result in list(self._unsaved):
             self._forget(result)
         for job in jobs:
             self._inflight[job.handoff.id] = job.lease
+        self._report_claimed(jobs, now)
         return jobs
+
+    def _report_completed(self, results: list[_Result]) -> None:
+        for r in results:
+            metrics.JOB_DURATION.labels("succeeded").observe(r.seconds)
+            log.info("worker.completed", **_job_fields(r.job), seconds=round(r.seconds, 4))
+
+    def _report_claimed(self, jobs: list[ClaimedJob], now: datetime) -> None:
+        for job in jobs:
+            waited = max(0.0, (now - job.handoff.run_after).total_seconds())
+            metrics.CLAIM_LATENCY.observe(waited)
+            log.info(
+                "worker.claimed",
+                **_job_fields(job),
+                worker_id=self.id,
+                attempt=job.handoff.attempts,
+                waited_seconds=round(waited, 3),
+            )
 
     def _forget(self, result: _Result) -> None:
         self._unsaved.remove(result)
@@ -270,14 +291,15 @@ class Worker:
                     rand=self._rand.random,
                 )
             )
+            terminal = moved.state in TERMINAL_STATES
+            metrics.JOB_DURATION.labels("failed" if terminal else "retry").observe(result.seconds)
             log.info(
-                "worker.failed",
-                handoff_id=moved.id,
-                reference_id=moved.reference_id,
-                payload_hash=moved.payload_hash,
-                lease_token=result.job.lease.token,
+                "worker.failed" if terminal else "worker.retrying",
+                **_job_fields(result.job),
                 state=moved.state.value,
                 reason_code=moved.reason_code.value,
+                retry_class=failure.retry_class.value,
+                run_after=None if terminal else moved.run_after.isoformat(),
                 error=failure.error,
             )
         except LeaseLost:
@@ -324,6 +346,8 @@ class Worker:
         moved = self.db.run(lambda uow: ingestion.rescue(uow, now=now, policy=self.config.policy))
         if moved:
             log.info("rescuer.returned", count=len(moved), handoff_ids=[h.id for h in moved])
+        # The same timer keeps the stats counters compact (one row per state and reason).
+        self.db.run(handoff_queries.compact_counts)
 
     def _guarded(self, step: Callable[[], T]) -> T | None:
         """Run a loop step; a database outage is logged and retried next tick, never fatal."""
@@ -333,6 +357,17 @@ class Worker:
             log.error("worker.step_failed", error=f"{type(exc).__name__}: {exc}")
             time.sleep(self.config.poll_every)
             return None
+
+
+def _job_fields(job: ClaimedJob) -> dict[str, object]:
+    """What every log line about a job carries: which handoff, which version, which lease."""
+    h = job.handoff
+    return {
+        "handoff_id": h.id,
+        "reference_id": h.reference_id,
+        "payload_hash": h.payload_hash,
+        "lease_token": job.lease.token,
+    }
 
 
 def _check_payload(job: ClaimedJob) -> None:

@@ -42,7 +42,7 @@ from app.domain.states import (
     ReasonCode,
     RetryClass,
 )
-from app.services import ingestion, ingestion_handoff
+from app.services import handoff_queries, ingestion, ingestion_handoff
 from app.services.ingestion_handoff import EnqueueResult
 from app.services.scrape_storage import store_and_hand_off
 from tests.support import CLIENT, LEASE, T0, version, wipe
@@ -477,6 +477,15 @@ class Lifecycle(RuleBasedStateMachine):
             assert (h.lease_owner is not None) == running
             assert (h.lease_expires_at is not None) == running
             assert (h.finished_at is not None) == (h.state in TERMINAL_STATES)
+
+        # The trigger-kept counts behind stats and metrics equal a count of the rows, before
+        # and after compaction (which the workers run on their rescuer timer).
+        with self.db.transaction(write=False) as uow:
+            counted = uow.handoffs.counts()
+            assert uow.queries.counts() == counted
+        self.db.run(handoff_queries.compact_counts)
+        with self.db.transaction(write=False) as uow:
+            assert uow.queries.counts() == counted
 
 
 #: What the runs must reach, or the machine is not testing what it claims to.

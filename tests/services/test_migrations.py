@@ -48,6 +48,9 @@ INDEXES: dict[str, dict[str, tuple[list[str], bool, set[str] | None]]] = {
         "ingestion_handoffs_one_waiting": (["reference_id"], True, {HandoffState.WAITING.value}),
         "ingestion_handoffs_runnable": (["run_after", "id"], False, {"queued", "retry_wait"}),
         "ingestion_handoffs_leases": (["lease_expires_at"], False, {"running"}),
+        "ingestion_handoffs_state_created": (["state", "created_at"], False, None),
+        # Partial (finished_at IS NOT NULL), but it names no state.
+        "ingestion_handoffs_finished": (["finished_at", "state"], False, set()),
     },
     "handoff_events": {"handoff_events_handoff_idx": (["handoff_id", "id"], False, None)},
     "ingestion_jobs": {},

@@ -10,6 +10,7 @@ import httpx
 from fastapi import APIRouter, Body
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from app.api.admission import ADMIT, OVERLOADED
 from app.api.auth import require
 from app.api.deps import DB, AppClock, AppSettings, InlineWorker, WorkerWake
 from app.domain.errors import InvalidInput
@@ -41,7 +42,12 @@ class SubmitResponse(BaseModel):
     results: list[SubmitResult]
 
 
-@router.post("/scrape-records", response_model=SubmitResponse, dependencies=[require(Scope.INGEST)])
+@router.post(
+    "/scrape-records",
+    response_model=SubmitResponse,
+    dependencies=[require(Scope.INGEST), ADMIT],  # the scope first, then the backlog
+    responses=OVERLOADED,
+)
 def submit_records(
     payload: Annotated[ScrapeSubmission | SubmitBatch, Body()],
     db: DB,
@@ -163,7 +169,12 @@ class SyncResponse(BaseModel):
     results: list[SyncResult]
 
 
-@router.post("/scraping/sync", response_model=SyncResponse, dependencies=[require(Scope.INGEST)])
+@router.post(
+    "/scraping/sync",
+    response_model=SyncResponse,
+    dependencies=[require(Scope.INGEST), ADMIT],
+    responses=OVERLOADED,
+)
 def sync_urls(
     body: SyncRequest,
     db: DB,
