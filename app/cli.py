@@ -176,7 +176,9 @@ def run(
     the_worker = _start_worker(settings, concurrency, stop)
     thread = threading.Thread(target=the_worker.run, args=(stop,), name="handoff-worker")
     thread.start()
-    err.print(f"Handoff API on http://{host}:{port} (OpenAPI at /docs); worker running")
+    err.print(
+        f"Handoff API on http://{host}:{port} (OpenAPI at /docs, dashboard at /ops); worker running"
+    )
     if settings.auth_enabled:
         err.print(
             "API calls need a bearer token; create one with:\n"

@@ -8,6 +8,7 @@ rendering, whoever logs them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -40,13 +41,20 @@ def redact_secrets(
 
 class _CurrentStderr:
     """`sys.stderr` as it is when a line is written, not when logging was set up: whoever
-    swaps the stream later (a test capturing output, a tool redirecting it) gets the lines."""
+    swaps the stream later (a test capturing output, a tool redirecting it) gets the lines.
+
+    Logging never fails its caller: a line that cannot be written (stderr closed by whoever
+    owns it, a broken pipe) is dropped, not raised into a worker or a request."""
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        try:
+            return sys.stderr.write(text)
+        except (ValueError, OSError):
+            return 0
 
     def flush(self) -> None:
-        sys.stderr.flush()
+        with contextlib.suppress(ValueError, OSError):
+            sys.stderr.flush()
 
 
 def configure(
@@ -80,8 +88,15 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generi
     """A handler writing to `sys.stderr` as it is at each record (see `_CurrentStderr`)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stderr)
+        # Not setStream(): it flushes the previous stream, which may be closed by now, and
+        # would raise into the caller. StreamHandler.emit reports its own failures.
+        self.stream = sys.stderr
         super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # The default prints a traceback to sys.stderr, the very stream that just failed.
+        with contextlib.suppress(Exception):
+            super().handleError(record)
 
 
 def _route_stdlib_logging(renderer: structlog.types.Processor, level: str) -> None:
