@@ -301,7 +301,18 @@ def retry(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Han
             f"handoff {handoff_id} holds an older version of {current.reference_id!r} than one "
             "already handed off; retrying it would ingest stale content"
         )
-    values = {
+    moved = uow.handoffs.requeue(handoff_id, {current.state}, operator_requeue_values(now))
+    if moved is None:
+        raise Conflict(f"handoff {handoff_id} changed state meanwhile; look again")
+    uow.handoffs.add_events(
+        [NewEvent(handoff_id, actor, current.state, moved.state, moved.reason_code)], now
+    )
+    return moved
+
+
+def operator_requeue_values(now: datetime) -> dict[str, Any]:
+    """Columns of a handoff an operator (or reconcile) sends back to the queue afresh."""
+    return {
         "state": HandoffState.QUEUED.value,
         "reason_code": ReasonCode.OPERATOR_RETRY.value,
         "run_after": now,
@@ -311,13 +322,6 @@ def retry(uow: UnitOfWork, handoff_id: int, *, now: datetime, actor: str) -> Han
         "finished_at": None,
         "updated_at": now,
     }
-    moved = uow.handoffs.requeue(handoff_id, {current.state}, values)
-    if moved is None:
-        raise Conflict(f"handoff {handoff_id} changed state meanwhile; look again")
-    uow.handoffs.add_events(
-        [NewEvent(handoff_id, actor, current.state, moved.state, moved.reason_code)], now
-    )
-    return moved
 
 
 def promote_waiting(

@@ -391,18 +391,10 @@ def _requeue(uow: UnitOfWork, s: Suspect, now: datetime, actor: str) -> Fixed:
         }
         moved = uow.handoffs.transition(h.id, {h.state}, values)
     else:
-        values = {
-            "state": HandoffState.QUEUED.value,
-            "reason_code": ReasonCode.OPERATOR_RETRY.value,
-            "run_after": now,
-            "failures": 0,
-            "crashes": 0,
-            "throttled_since": None,
-            "finished_at": None,
-            "updated_at": now,
-        }
         try:
-            moved = uow.handoffs.requeue(h.id, {h.state}, values)
+            moved = uow.handoffs.requeue(
+                h.id, {h.state}, ingestion_handoff.operator_requeue_values(now)
+            )
         except Conflict:
             return "skipped", "its reference gained active work meanwhile"
     if moved is None:
