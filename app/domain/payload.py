@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -82,15 +83,29 @@ def decode_body(body: bytes, content_encodings: Iterable[str], *, max_bytes: int
 def _inflate(body: bytes, coding: str, max_bytes: int) -> bytes:
     # wbits 47 accepts gzip and zlib headers; raw deflate (no header) is tried after.
     for wbits in (47,) if coding != "deflate" else (47, -15):
-        inflater = zlib.decompressobj(wbits)
         try:
-            out = inflater.decompress(body, max_bytes + 1)
+            return _inflate_members(body, wbits, coding, max_bytes)
         except zlib.error:
             continue
-        if len(out) > max_bytes:
-            raise BodyTooLarge(f"decoded body is larger than {max_bytes} bytes", field="body")
-        return out
     raise InvalidInput(f"body is not valid {coding} data", field="body")
+
+
+def _inflate_members(body: bytes, wbits: int, coding: str, max_bytes: int) -> bytes:
+    """Every member of a (possibly multi-member) stream, or an error if it stops short."""
+    if not body:  # an empty body (a redirect, a HEAD) says Content-Encoding all the same
+        return body
+    out = b""
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        out += inflater.decompress(rest, max_bytes + 1 - len(out))
+        if len(out) > max_bytes or inflater.unconsumed_tail:
+            raise BodyTooLarge(f"decoded body is larger than {max_bytes} bytes", field="body")
+        if not inflater.eof:
+            raise InvalidInput(f"body is truncated {coding} data", field="body")
+        rest = inflater.unused_data
+        if not rest.startswith(b"\x1f\x8b"):  # trailing bytes that start no member: ignored
+            return out
 
 
 def _unbrotli(body: bytes, max_bytes: int) -> bytes:
@@ -99,8 +114,10 @@ def _unbrotli(body: bytes, max_bytes: int) -> bytes:
         out: bytes = inflater.process(body, output_buffer_limit=max_bytes + 1)
     except brotli.error as exc:
         raise InvalidInput("body is not valid br data", field="body") from exc
-    if len(out) > max_bytes:
+    if len(out) > max_bytes or not inflater.can_accept_more_data():
         raise BodyTooLarge(f"decoded body is larger than {max_bytes} bytes", field="body")
+    if not inflater.is_finished():
+        raise InvalidInput("body is truncated br data", field="body")
     return out
 
 
@@ -123,6 +140,41 @@ def derive_reference_id(source: str, url: str) -> str:
     if len(candidate) <= REFERENCE_ID_MAX:
         return candidate
     return f"{source}:sha256:{hashlib.sha256(canonical_url(url).encode()).hexdigest()}"
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` encodes as UTF-8: JSON may carry lone surrogates (`"\\ud800"`); no
+    database column or byte string can."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def has_nul(value: object) -> bool:
+    """Whether a JSON value holds NUL in a key or string (PostgreSQL's jsonb and text refuse it)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\0" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def is_single_line(text: str) -> bool:
+    """No C0 control character but tab (so no CR, LF or NUL) and no lone surrogate: safe to
+    store in any text column and to send on as an HTTP field or URL."""
+    return _CONTROL.search(text) is None and is_unicode(text)
 
 
 def validate_reference_id(value: str) -> str:

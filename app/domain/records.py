@@ -50,6 +50,40 @@ class ScrapeSubmission(BaseModel):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value, re.IGNORECASE):
             raise ValueError("url must be an absolute http(s) URL")
+        if value is not None and not payload.is_single_line(value):
+            raise ValueError("url must not contain control characters or lone surrogates")
+        return value
+
+    @field_validator("content_type")
+    @classmethod
+    def _printable_type(cls, value: str | None) -> str | None:
+        if value is not None and not payload.is_single_line(value):
+            raise ValueError("content_type must not contain control characters")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_lines(cls, value: dict[str, str]) -> dict[str, str]:
+        # Stored headers may be sent on again (sinks, exports): no CR/LF/NUL may split a line.
+        for name, text in value.items():
+            if not payload.is_single_line(name) or not name or re.search(r"[\s:]", name):
+                raise ValueError(f"header name {name!r} is not a valid HTTP field name")
+            if not payload.is_single_line(text):
+                raise ValueError(f"header {name!r} has control characters (CR, LF, NUL…)")
+        return value
+
+    @field_validator("body")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        if value is not None and not payload.is_unicode(value):
+            raise ValueError("body is not valid Unicode text (it has a lone surrogate)")
+        return value
+
+    @field_validator("fields")
+    @classmethod
+    def _storable_json(cls, value: dict[str, JSONValue] | None) -> dict[str, JSONValue] | None:
+        if value is not None and payload.has_nul(value):
+            raise ValueError("fields must not contain NUL (\\u0000) in keys or strings")
         return value
 
     @field_validator("reference_id")

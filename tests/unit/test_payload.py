@@ -183,6 +183,35 @@ def test_a_decompression_bomb_is_refused_naming_the_body(coding: str) -> None:
     assert str(MAX_BYTES) in caught.value.message
 
 
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "raw-deflate", "br"])
+def test_a_truncated_stream_is_refused_not_stored_in_part(coding: str) -> None:
+    """Found by the hostile-API corpus: a cut gzip stream was stored as its first half."""
+    whole = encoded(HTML.encode() * 50, coding)
+    with pytest.raises(InvalidInput) as caught:
+        payload.decode_body(
+            whole[: len(whole) // 2], [coding.removeprefix("raw-")], max_bytes=MAX_BYTES
+        )
+    assert caught.value.field == "body"
+    assert "truncated" in caught.value.message or "not valid" in caught.value.message
+
+
+def test_every_member_of_a_multi_member_gzip_is_decoded() -> None:
+    body = gzip.compress(b"<p>first</p>") + gzip.compress(b"<p>second</p>")
+    assert payload.decode_body(body, ["gzip"], max_bytes=MAX_BYTES) == b"<p>first</p><p>second</p>"
+
+
+def test_members_together_are_held_to_the_limit() -> None:
+    member = gzip.compress(b"\0" * (MAX_BYTES // 2 + 1))
+    with pytest.raises(InvalidInput) as caught:
+        payload.decode_body(member + member, ["gzip"], max_bytes=MAX_BYTES)
+    assert str(MAX_BYTES) in caught.value.message
+
+
+def test_an_empty_body_with_an_encoding_is_empty() -> None:
+    """Redirects and HEAD answers in archives declare Content-Encoding over no bytes."""
+    assert payload.decode_body(b"", ["gzip"], max_bytes=MAX_BYTES) == b""
+
+
 def test_a_bomb_in_a_batch_names_the_record_and_field() -> None:
     good = ScrapeSubmission(source="shop", reference_id="a", body="ok")
     bomb = ScrapeSubmission(

@@ -105,7 +105,10 @@ def check_origin(request: Request) -> None:
 def check_csrf(request: Request, viewer: Viewer, sent: str | None) -> None:
     """A state-changing request must come from our origin and echo the CSRF cookie."""
     check_origin(request)
-    if viewer.new_csrf or not sent or not hmac.compare_digest(sent, viewer.csrf):
+    if viewer.new_csrf or not sent:
+        raise CsrfRejected()
+    # As bytes: compare_digest refuses non-ASCII str, and a form may carry anything.
+    if not hmac.compare_digest(sent.encode("utf-8", "surrogatepass"), viewer.csrf.encode()):
         raise CsrfRejected()
 
 

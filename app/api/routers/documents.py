@@ -59,7 +59,8 @@ def search(
     responses={404: problem_response("No document has this id.")},
 )
 def get_document(
-    db: DB, document_id: Annotated[str, Path(min_length=1, max_length=100)]
+    db: DB,
+    document_id: Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[!-~]+$")],
 ) -> DocumentOut:
     """One document with its whole text and whether a newer version superseded it."""
     stored = db.run(lambda uow: documents.get(uow, document_id), write=False)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
+from app.api import links
 from app.api.auth import require
 from app.api.deps import DB, AppClock, AppSettings, InlineWorker, WorkerWake
 from app.api.handoff_models import (
@@ -126,7 +127,12 @@ def replay(
     return ReplayResponse.model_validate(report)
 
 
-@router.get("/{handoff_id}", response_model=HandoffDetail, dependencies=READ, responses=NOT_FOUND)
+@router.get(
+    "/{handoff_id}",
+    response_model=HandoffDetail,
+    dependencies=READ,
+    responses={**NOT_FOUND, **links.FROM_HANDOFF_DETAIL},
+)
 def get_handoff(handoff_id: HandoffId, db: DB, clock: AppClock) -> HandoffDetail:
     """One handoff, its timeline of events, its attempts, and why it is in its state."""
     found = db.run(
@@ -144,7 +150,10 @@ def get_handoff(handoff_id: HandoffId, db: DB, clock: AppClock) -> HandoffDetail
 
 
 @router.post(
-    "/{handoff_id}/retry", response_model=HandoffOut, dependencies=OPERATE, responses=CONFLICT
+    "/{handoff_id}/retry",
+    response_model=HandoffOut,
+    dependencies=OPERATE,
+    responses={**CONFLICT, **links.FROM_HANDOFF},
 )
 def retry(
     handoff_id: HandoffId,
@@ -164,7 +173,10 @@ def retry(
 
 
 @router.post(
-    "/{handoff_id}/cancel", response_model=HandoffOut, dependencies=OPERATE, responses=CONFLICT
+    "/{handoff_id}/cancel",
+    response_model=HandoffOut,
+    dependencies=OPERATE,
+    responses={**CONFLICT, **links.FROM_HANDOFF},
 )
 def cancel(handoff_id: HandoffId, token: Operator, db: DB, clock: AppClock) -> HandoffOut:
     """Cancel an unfinished handoff (a running one's worker finds its lease gone). 409 if it

@@ -10,6 +10,7 @@ import httpx
 from fastapi import APIRouter, Body
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from app.api import links
 from app.api.admission import ADMIT, OVERLOADED
 from app.api.auth import require
 from app.api.deps import DB, AppClock, AppSettings, InlineWorker, WorkerWake
@@ -46,7 +47,7 @@ class SubmitResponse(BaseModel):
     "/scrape-records",
     response_model=SubmitResponse,
     dependencies=[require(Scope.INGEST), ADMIT],  # the scope first, then the backlog
-    responses=OVERLOADED,
+    responses={**OVERLOADED, **links.FROM_SUBMISSION},
 )
 def submit_records(
     payload: Annotated[ScrapeSubmission | SubmitBatch, Body()],
