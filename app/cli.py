@@ -27,7 +27,6 @@ from app.domain.clock import SystemClock
 from app.domain.errors import HandoffError
 from app.domain.records import ScrapeSubmission
 from app.domain.tokens import Scope
-from app.ingest.pipeline import build_handler
 from app.services import documents, importer, scrape_storage, tokens
 from app.settings import Settings
 from app.worker.runner import Worker, WorkerConfig
@@ -87,6 +86,8 @@ def migrate(
 
 
 def _start_worker(settings: Settings, concurrency: int | None, stop: threading.Event) -> Worker:
+    from app.ingest.pipeline import build_handler  # the extractor: only processes that ingest
+
     config = WorkerConfig.from_settings(settings, concurrency)
     # The loop thread and every handler thread may each hold a pooled connection (the
     # listener opens its own).
@@ -254,6 +255,8 @@ def submit(
         raise typer.Exit(1) from exc
     out.print(json.dumps({"submitted": sum(tally.values()), "outcomes": tally}))
     if inline:
+        from app.ingest.pipeline import build_handler
+
         config = WorkerConfig.from_settings(settings)
         ran = Worker(db, build_handler(settings, db, clock), config=config, clock=clock).drain()
         out.print(json.dumps({"ingested": ran}))

@@ -358,7 +358,7 @@ class Timing:
 
     @classmethod
     def of(cls, short: bool) -> Timing:
-        return cls(3, 4, 5, 60) if short else cls(20, 20, 30, 100)
+        return cls(2, 3, 4, 60) if short else cls(20, 20, 30, 100)
 
 
 @dataclass

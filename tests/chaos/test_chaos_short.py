@@ -47,12 +47,12 @@ def test_scenario_keeps_the_invariants(scenario: str, engine: str, tmp_path: Pat
 def test_a_duplicate_storm_under_worker_kills_leaves_one_handoff_per_version(
     engine: str, tmp_path: Path
 ) -> None:
-    """Four processes submit the same two versions of 60 references over HTTP, each twice, in
+    """Four processes submit the same two versions of 40 references over HTTP, each twice, in
     their own order and batch sizes, while workers are SIGKILLed and restarted."""
-    outcome = chaos.run_duplicate_storm(engine, references=60, workdir=tmp_path / "storm")
+    outcome = chaos.run_duplicate_storm(engine, references=40, workdir=tmp_path / "storm")
     assert outcome.worker_kills > 0
     assert outcome.handoffs_per_pair_max == 1, outcome
     assert outcome.documents_per_version_max == 1, outcome
-    assert outcome.newest_current == 60, outcome  # each reference ends on its newest version
+    assert outcome.newest_current == 40, outcome  # each reference ends on its newest version
     assert outcome.lost == 0, outcome
     assert outcome.crashed == [], outcome
