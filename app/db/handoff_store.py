@@ -44,6 +44,10 @@ class HandoffStore:
         """Record the creation events of handoffs inserted (with their events) by one statement."""
         self.moves.extend((None, h.state, h.reason_code) for h in inserted)
 
+    def note_moves(self, moves: Iterable[Move]) -> None:
+        """Record transitions whose events another store's statement wrote."""
+        self.moves.extend(moves)
+
     # -- reads -------------------------------------------------------------------------------
 
     def get(self, handoff_id: int) -> Handoff | None:
