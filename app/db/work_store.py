@@ -138,10 +138,13 @@ def _record(row: Any) -> ScrapeRecord | None:
     )
 
 
-# The claim: lock-and-skip the oldest runnable rows (ingestion_handoffs_runnable), lease them,
-# then their events and attempt rows from the UPDATE's RETURNING, and their records joined in.
 _HANDOFF_COLUMNS = ", ".join(f"{{0}}.{c.name}" for c in handoffs.c)  # in handoffs.c order
 
+# The claim: lock-and-skip the oldest runnable rows (ingestion_handoffs_runnable), lease them,
+# then their events and attempt rows from the UPDATE's RETURNING, and their records joined in.
+# Written so that every plan, generic ones included, probes by key: the UPDATE by primary key
+# (`= ANY` of the picked ids, not a join the planner could turn into a scan from the first id)
+# and the record by its version key (a lateral look-up that is not flattened into a join).
 _CLAIM_PG = text(
     """
     WITH picked AS (
@@ -156,31 +159,36 @@ _CLAIM_PG = text(
         SET state = 'running', reason_code = 'claimed', lease_token = h.lease_token + 1,
             lease_owner = :worker, lease_expires_at = :lease_until, attempts = h.attempts + 1,
             updated_at = :now
-        FROM picked
-        WHERE h.id = picked.id
-        RETURNING h.*, picked.prev_state
+        WHERE h.id = ANY (ARRAY(SELECT id FROM picked))
+        RETURNING h.*
+    ),
+    cp AS (
+        SELECT c.*, picked.prev_state FROM c JOIN picked ON picked.id = c.id
     ),
     e AS (
         INSERT INTO handoff_events (
             handoff_id, at, actor, from_state, to_state, reason_code, lease_token
         )
-        SELECT c.id, :now, :actor, c.prev_state, c.state, c.reason_code, c.lease_token
-        FROM c ORDER BY c.id
+        SELECT cp.id, :now, :actor, cp.prev_state, cp.state, cp.reason_code, cp.lease_token
+        FROM cp ORDER BY cp.id
     ),
     j AS (
         INSERT INTO ingestion_jobs (handoff_id, lease_token, attempt, worker_id, claimed_at)
         SELECT c.id, c.lease_token, c.attempts, :worker, :now FROM c ORDER BY c.id
     )
     SELECT """
-    + _HANDOFF_COLUMNS.format("c")
-    + """, c.prev_state, r.id AS r_id, r.source AS r_source, r.url AS r_url,
+    + _HANDOFF_COLUMNS.format("cp")
+    + """, cp.prev_state, r.id AS r_id, r.source AS r_source, r.url AS r_url,
            r.fetched_at AS r_fetched_at, r.http_status AS r_http_status,
            r.content_type AS r_content_type, r.headers AS r_headers, r.body AS r_body,
            r.fields AS r_fields, r.created_at AS r_created_at
-    FROM c
-    LEFT JOIN scrape_records r
-        ON r.reference_id = c.reference_id AND r.payload_hash = c.payload_hash
-    ORDER BY c.id
+    FROM cp
+    LEFT JOIN LATERAL (
+        SELECT * FROM scrape_records s
+        WHERE s.reference_id = cp.reference_id AND s.payload_hash = cp.payload_hash
+        OFFSET 0
+    ) r ON true
+    ORDER BY cp.id
     """
 ).columns(
     *handoffs.c,
