@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db.rows import to_event, to_handoff, upsert_insert
+from app.db.rows import driver_rows, handoff_from, pg_text, to_event, to_handoff, upsert_insert
 from app.db.tables import handoff_events, handoffs
 from app.domain.errors import Conflict
 from app.domain.models import Handoff, HandoffEvent, Lease, NewEvent
@@ -177,8 +177,10 @@ class HandoffStore:
     ) -> list[Handoff]:
         # One statement for the batch: arrays in (one fixed query text, so it is parsed once
         # and prepared by the server), rows and their events out.
-        result = self.conn.execute(_INSERT_ENQUEUED_PG, enqueue_params(rows, actor=actor, now=now))
-        inserted = [to_handoff(r) for r in result]
+        result = driver_rows(
+            self.conn, _INSERT_ENQUEUED_SQL, enqueue_params(rows, actor=actor, now=now)
+        )
+        inserted = [handoff_from(r) for r in result]
         self.note_inserted(inserted)
         return inserted
 
@@ -426,6 +428,7 @@ _INSERT_ENQUEUED_PG = text(
     """
     + ENQUEUE_CTES
 )
+_INSERT_ENQUEUED_SQL = pg_text(_INSERT_ENQUEUED_PG)
 
 
 def enqueue_params(
