@@ -323,6 +323,13 @@ class HandoffStore:
         """Queue the waiting handoff of each reference whose active slot is free."""
         if not reference_ids:
             return []
+        if self.conn.dialect.name == "postgresql":
+            # One fixed statement for any number of references (prepared once, generic plan
+            # on the partial indexes), where an IN list made a new statement text per count.
+            promoted = driver_rows(
+                self.conn, _PROMOTE_WAITING_SQL, {"refs": sorted(set(reference_ids)), "now": now}
+            )
+            return [handoff_from(r) for r in promoted]
         busy = (
             select(handoffs.c.reference_id)
             .where(handoffs.c.reference_id.in_(list(reference_ids)), handoffs.c.state.in_(_ACTIVE))
@@ -429,6 +436,25 @@ _INSERT_ENQUEUED_PG = text(
     + ENQUEUE_CTES
 )
 _INSERT_ENQUEUED_SQL = pg_text(_INSERT_ENQUEUED_PG)
+
+#: `promote_waiting` on PostgreSQL: the waiting row of each reference with no active row.
+_PROMOTE_WAITING_SQL = pg_text(
+    text(
+        """
+        UPDATE ingestion_handoffs h
+        SET state = 'queued', reason_code = 'promoted', run_after = :now, updated_at = :now
+        FROM unnest(CAST(:refs AS text[])) AS r(reference_id)
+        WHERE h.reference_id = r.reference_id
+          AND h.state = 'waiting'
+          AND NOT EXISTS (
+              SELECT 1 FROM ingestion_handoffs a
+              WHERE a.reference_id = r.reference_id
+                AND a.state IN ('queued', 'running', 'retry_wait')
+          )
+        RETURNING h.*
+        """
+    )
+)
 
 
 def enqueue_params(
