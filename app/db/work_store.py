@@ -14,14 +14,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Integer, LargeBinary, Text, column, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, text
 
 from app.db.handoff_store import HandoffStore
 from app.db.job_store import JobStore
 from app.db.record_store import RecordStore
-from app.db.rows import to_handoff
-from app.db.tables import UtcDateTime, handoffs
+from app.db.rows import driver_rows, handoff_from, pg_text
+from app.db.tables import handoffs
 from app.domain.models import ClaimedJob, Handoff, Lease, NewEvent, ScrapeRecord
 from app.domain.states import HandoffState, ReasonCode
 
@@ -55,8 +54,9 @@ class WorkStore:
             self.jobs.start(leased, worker_id, now)
             records = self.records.load((h.reference_id, h.payload_hash) for h in leased)
             return [ClaimedJob(h, records.get((h.reference_id, h.payload_hash))) for h in leased]
-        rows = self.conn.execute(
-            _CLAIM_PG,
+        rows = driver_rows(
+            self.conn,
+            _CLAIM_SQL,
             {
                 "limit": limit,
                 "now": now,
@@ -64,10 +64,10 @@ class WorkStore:
                 "worker": worker_id,
                 "actor": actor,
             },
-        ).all()
-        jobs = [ClaimedJob(to_handoff(r), _record(r)) for r in rows]
+        )
+        jobs = [ClaimedJob(handoff_from(r), _record(r)) for r in rows]
         self.handoffs.note_moves(
-            (HandoffState(r.prev_state), HandoffState.RUNNING, ReasonCode.CLAIMED) for r in rows
+            (HandoffState(r["prev_state"]), HandoffState.RUNNING, ReasonCode.CLAIMED) for r in rows
         )
         return jobs
 
@@ -103,8 +103,9 @@ class WorkStore:
                 reason_code=ReasonCode.SUCCEEDED.value,
             )
             return done
-        result = self.conn.execute(
-            _SUCCEED_PG,
+        result = driver_rows(
+            self.conn,
+            _SUCCEED_SQL,
             {
                 "ids": [lease.handoff_id for lease in leases],
                 "tokens": [lease.token for lease in leases],
@@ -112,29 +113,29 @@ class WorkStore:
                 "actor": actor,
             },
         )
-        done = [to_handoff(r) for r in result]
+        done = [handoff_from(r) for r in result]
         self.handoffs.note_moves(
             (HandoffState.RUNNING, HandoffState.SUCCEEDED, ReasonCode.SUCCEEDED) for _ in done
         )
         return done
 
 
-def _record(row: Any) -> ScrapeRecord | None:
-    if row.r_id is None:
+def _record(row: dict[str, Any]) -> ScrapeRecord | None:
+    if row["r_id"] is None:
         return None
     return ScrapeRecord(
-        id=row.r_id,
-        reference_id=row.reference_id,
-        payload_hash=row.payload_hash,
-        source=row.r_source,
-        url=row.r_url,
-        fetched_at=row.r_fetched_at,
-        http_status=row.r_http_status,
-        content_type=row.r_content_type,
-        headers=row.r_headers,
-        body=bytes(row.r_body),
-        fields=row.r_fields,
-        created_at=row.r_created_at,
+        id=row["r_id"],
+        reference_id=row["reference_id"],
+        payload_hash=row["payload_hash"],
+        source=row["r_source"],
+        url=row["r_url"],
+        fetched_at=row["r_fetched_at"],
+        http_status=row["r_http_status"],
+        content_type=row["r_content_type"],
+        headers=row["r_headers"],
+        body=bytes(row["r_body"]),
+        fields=row["r_fields"],
+        created_at=row["r_created_at"],
     )
 
 
@@ -190,19 +191,6 @@ _CLAIM_PG = text(
     ) r ON true
     ORDER BY cp.id
     """
-).columns(
-    *handoffs.c,
-    column("prev_state", Text),
-    column("r_id", BigInteger),
-    column("r_source", Text),
-    column("r_url", Text),
-    column("r_fetched_at", UtcDateTime),
-    column("r_http_status", Integer),
-    column("r_content_type", Text),
-    column("r_headers", JSONB),
-    column("r_body", LargeBinary),
-    column("r_fields", JSONB),
-    column("r_created_at", UtcDateTime),
 )
 
 # The completion: fenced by (id, lease_token) while running, as `HandoffStore.finish_leases`.
@@ -238,4 +226,7 @@ _SUCCEED_PG = text(
     + _HANDOFF_COLUMNS.format("d")
     + """ FROM d ORDER BY d.id
     """
-).columns(*handoffs.c)
+)
+
+_CLAIM_SQL = pg_text(_CLAIM_PG)
+_SUCCEED_SQL = pg_text(_SUCCEED_PG)
