@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db.rows import to_event, to_handoff, upsert_insert
+from app.db.rows import driver_rows, handoff_from, pg_text, to_event, to_handoff, upsert_insert
 from app.db.tables import handoff_events, handoffs
 from app.domain.errors import Conflict
 from app.domain.models import Handoff, HandoffEvent, Lease, NewEvent
@@ -43,6 +43,10 @@ class HandoffStore:
     def note_inserted(self, inserted: Iterable[Handoff]) -> None:
         """Record the creation events of handoffs inserted (with their events) by one statement."""
         self.moves.extend((None, h.state, h.reason_code) for h in inserted)
+
+    def note_moves(self, moves: Iterable[Move]) -> None:
+        """Record transitions whose events another store's statement wrote."""
+        self.moves.extend(moves)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -173,8 +177,10 @@ class HandoffStore:
     ) -> list[Handoff]:
         # One statement for the batch: arrays in (one fixed query text, so it is parsed once
         # and prepared by the server), rows and their events out.
-        result = self.conn.execute(_INSERT_ENQUEUED_PG, enqueue_params(rows, actor=actor, now=now))
-        inserted = [to_handoff(r) for r in result]
+        result = driver_rows(
+            self.conn, _INSERT_ENQUEUED_SQL, enqueue_params(rows, actor=actor, now=now)
+        )
+        inserted = [handoff_from(r) for r in result]
         self.note_inserted(inserted)
         return inserted
 
@@ -317,6 +323,13 @@ class HandoffStore:
         """Queue the waiting handoff of each reference whose active slot is free."""
         if not reference_ids:
             return []
+        if self.conn.dialect.name == "postgresql":
+            # One fixed statement for any number of references (prepared once, generic plan
+            # on the partial indexes), where an IN list made a new statement text per count.
+            promoted = driver_rows(
+                self.conn, _PROMOTE_WAITING_SQL, {"refs": sorted(set(reference_ids)), "now": now}
+            )
+            return [handoff_from(r) for r in promoted]
         busy = (
             select(handoffs.c.reference_id)
             .where(handoffs.c.reference_id.in_(list(reference_ids)), handoffs.c.state.in_(_ACTIVE))
@@ -421,6 +434,26 @@ _INSERT_ENQUEUED_PG = text(
     ),
     """
     + ENQUEUE_CTES
+)
+_INSERT_ENQUEUED_SQL = pg_text(_INSERT_ENQUEUED_PG)
+
+#: `promote_waiting` on PostgreSQL: the waiting row of each reference with no active row.
+_PROMOTE_WAITING_SQL = pg_text(
+    text(
+        """
+        UPDATE ingestion_handoffs h
+        SET state = 'queued', reason_code = 'promoted', run_after = :now, updated_at = :now
+        FROM unnest(CAST(:refs AS text[])) AS r(reference_id)
+        WHERE h.reference_id = r.reference_id
+          AND h.state = 'waiting'
+          AND NOT EXISTS (
+              SELECT 1 FROM ingestion_handoffs a
+              WHERE a.reference_id = r.reference_id
+                AND a.state IN ('queued', 'running', 'retry_wait')
+          )
+        RETURNING h.*
+        """
+    )
 )
 
 

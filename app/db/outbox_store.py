@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 
 from app.db.handoff_store import ENQUEUE_CTES, HandoffStore, enqueue_params
 from app.db.record_store import RecordStore, record_params
-from app.db.rows import to_handoff
+from app.db.rows import driver_rows, handoff_from, pg_text
 from app.domain.models import Handoff
 from app.domain.records import PreparedRecord
 
@@ -41,7 +41,7 @@ class OutboxStore:
             self.records.insert(records, now)
             return self.handoffs.insert_enqueued(rows, actor=actor, now=now)
         params = {**record_params(records, now), **enqueue_params(rows, actor=actor, now=now)}
-        inserted = [to_handoff(r) for r in self.conn.execute(_STORE_AND_ENQUEUE_PG, params)]
+        inserted = [handoff_from(r) for r in driver_rows(self.conn, _STORE_AND_ENQUEUE_SQL, params)]
         self.handoffs.note_inserted(inserted)  # the statement wrote their creation events
         return inserted
 
@@ -72,3 +72,4 @@ _STORE_AND_ENQUEUE_PG = text(
     """
     + ENQUEUE_CTES
 )
+_STORE_AND_ENQUEUE_SQL = pg_text(_STORE_AND_ENQUEUE_PG)

@@ -22,6 +22,7 @@ from app.db.outbox_store import OutboxStore
 from app.db.reconcile_queries import ReconcileQueries
 from app.db.record_store import RecordStore
 from app.db.token_store import TokenStore
+from app.db.work_store import WorkStore
 from app.domain.errors import Contention, DatabaseUnavailable
 
 T = TypeVar("T")
@@ -41,6 +42,7 @@ class UnitOfWork:
         self.jobs = JobStore(conn)
         self.documents = DocumentStore(conn)
         self.outbox = OutboxStore(conn, self.records, self.handoffs)
+        self.work = WorkStore(conn, self.records, self.handoffs, self.jobs)
         self.tokens = TokenStore(conn)
         self.queries = HandoffQueries(conn)
         self.reconcile = ReconcileQueries(conn)

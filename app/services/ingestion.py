@@ -46,18 +46,7 @@ def claim(
     uow: UnitOfWork, worker_id: str, limit: int, *, now: datetime, lease: timedelta
 ) -> list[ClaimedJob]:
     """Lease up to `limit` runnable handoffs and load their scrape records (one batch)."""
-    actor = f"worker:{worker_id}"
-    claimed = uow.handoffs.claim(worker_id, limit, now, now + lease)
-    if not claimed:
-        return []
-    handoffs = [h for h, _ in claimed]
-    uow.handoffs.add_events(
-        [NewEvent(h.id, actor, prev, h.state, h.reason_code, h.lease_token) for h, prev in claimed],
-        now,
-    )
-    uow.jobs.start(handoffs, worker_id, now)
-    records = uow.records.load((h.reference_id, h.payload_hash) for h in handoffs)
-    return [ClaimedJob(h, records.get((h.reference_id, h.payload_hash))) for h in handoffs]
+    return uow.work.claim(worker_id, limit, now, now + lease, f"worker:{worker_id}")
 
 
 def heartbeat(
@@ -72,19 +61,12 @@ def complete(
 ) -> list[Lease]:
     """Mark handoffs succeeded (batch). Returns the leases that were still current; a stale
     one changes nothing. Promotes the waiting handoff of each reference that finished."""
-    done = uow.handoffs.finish_leases(
-        leases,
-        {
-            "state": HandoffState.SUCCEEDED.value,
-            "reason_code": ReasonCode.SUCCEEDED.value,
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "last_error": None,
-            "finished_at": now,
-            "updated_at": now,
-        },
+    done = uow.work.succeed(leases, now, f"worker:{worker_id}")
+    # Succeeded is terminal: each reference's active slot is free for its waiting row. Its own
+    # statement, so it sees a waiting row queued behind the running one meanwhile.
+    promote_waiting(
+        uow, sorted({h.reference_id for h in done}), now=now, actor=f"worker:{worker_id}"
     )
-    _record_moves(uow, done, now, f"worker:{worker_id}", outcome="succeeded")
     return [Lease(h.id, h.lease_token) for h in done]
 
 
