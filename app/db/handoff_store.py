@@ -253,16 +253,16 @@ class HandoffStore:
     def claim(
         self, worker_id: str, limit: int, now: datetime, lease_until: datetime
     ) -> list[tuple[Handoff, HandoffState]]:
-        """Lease up to `limit` runnable handoffs, oldest `run_after` first; bumps each lease
-        token (the fence). PostgreSQL skips rows another claimer holds (SKIP LOCKED); SQLite
-        runs the claim inside BEGIN IMMEDIATE, so claimers take turns. Returns each claimed
-        handoff with the state it was claimed from."""
+        """SQLite's claim: lease up to `limit` runnable handoffs, oldest `run_after` first,
+        bumping each lease token (the fence). It runs inside BEGIN IMMEDIATE, so claimers take
+        turns, and reading first then updating cannot race (SQLite's RETURNING cannot name a
+        FROM clause). PostgreSQL claims in one statement: `WorkStore.claim`. Returns each
+        claimed handoff with the state it was claimed from."""
         picked = (
             select(handoffs.c.id, handoffs.c.state.label("prev_state"))
             .where(handoffs.c.state.in_(_RUNNABLE), handoffs.c.run_after <= now)
             .order_by(handoffs.c.run_after, handoffs.c.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
         values = {
             "state": _RUNNING,
@@ -273,20 +273,6 @@ class HandoffStore:
             "attempts": handoffs.c.attempts + 1,
             "updated_at": now,
         }
-        if self.conn.dialect.name == "postgresql":
-            # One round trip: lock-and-skip in the subquery, its old state in RETURNING.
-            sub = picked.subquery()
-            stmt = (
-                update(handoffs)
-                .where(handoffs.c.id == sub.c.id)
-                .values(**values)
-                .returning(*handoffs.c, sub.c.prev_state)
-            )
-            return [
-                (to_handoff(r), HandoffState(r.prev_state)) for r in self.conn.execute(stmt).all()
-            ]
-        # SQLite's RETURNING cannot name the FROM clause; BEGIN IMMEDIATE already holds the
-        # write lock, so reading first and updating after cannot race.
         prev = {r.id: HandoffState(r.prev_state) for r in self.conn.execute(picked)}
         if not prev:
             return []
