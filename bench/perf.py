@@ -248,23 +248,23 @@ FULL = Sizes(
     sqlite_drain=5_000,
 )
 QUICK = Sizes(
-    per_row=200,
-    batched=2_000,
+    per_row=100,
+    batched=1_000,
     batch_size=100,
     clients=4,
-    drain=600,
-    warmup_per_row=30,
+    drain=400,
+    warmup_per_row=20,
     warmup_batches=2,
     warmup_drain=0,
     repeat=1,
     latency_rate=200.0,
     latency_seconds=2.0,
-    latency_warmup_seconds=0.5,
+    latency_warmup_seconds=0.3,
     backlogs=(1_000, 10_000),
-    claims=50,
-    sqlite_per_row=200,
-    sqlite_batched=2_000,
-    sqlite_drain=600,
+    claims=30,
+    sqlite_per_row=100,
+    sqlite_batched=1_000,
+    sqlite_drain=400,
 )
 
 
@@ -417,7 +417,7 @@ def per_job_counters(
 
 def wait_for_stats_flush() -> None:
     """Closed backends report their counters as they exit; give them a moment."""
-    time.sleep(0.5)
+    time.sleep(0.3)
 
 
 def _loadavg() -> float:
@@ -1167,7 +1167,7 @@ def latency_phase(
                 pass
             children[0].expect("ready")
             children[0].send("go")
-            time.sleep(1.0)  # the worker is up and idle-waiting
+            time.sleep(min(1.0, 2 * sizes.latency_warmup_seconds))  # up and idle-waiting
             load = _loadavg()
             try:
                 producer.run(reference_ids(f"l{tag}w", warm_n), rate)
