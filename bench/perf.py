@@ -226,6 +226,7 @@ class Sizes:
     sqlite_per_row: int
     sqlite_batched: int
     sqlite_drain: int
+    drain_processes: tuple[int, ...] = (1, 2)
 
 
 FULL = Sizes(
@@ -258,13 +259,14 @@ QUICK = Sizes(
     warmup_drain=0,
     repeat=1,
     latency_rate=200.0,
-    latency_seconds=2.0,
+    latency_seconds=1.5,
     latency_warmup_seconds=0.3,
     backlogs=(1_000, 10_000),
     claims=30,
     sqlite_per_row=100,
     sqlite_batched=1_000,
     sqlite_drain=400,
+    drain_processes=(1,),  # the 2-process drains run the same code: left to full runs
 )
 
 
@@ -1817,7 +1819,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         partial(_enqueue_for, admin_url=admin_url, names=names, spec=spec),
                     )
             if wanted("drain"):
-                for processes in (1, 2):
+                for processes in sizes.drain_processes:
                     alternate(
                         f"drain_{processes}x{tuning.concurrency}",
                         SYSTEMS,
@@ -1856,7 +1858,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         LITE_SYSTEMS,
                         partial(sqlite_enqueue_phase, directory=tmp_root, spec=spec),
                     )
-                for processes in (1, 2):
+                for processes in sizes.drain_processes:
                     alternate(
                         f"sqlite_drain_{processes}x{tuning.concurrency}",
                         LITE_SYSTEMS,
