@@ -87,8 +87,8 @@ def table(result: dict[str, Any]) -> str:
             "LISTEN/NOTIFY on (ms, enqueue call start → handler start; in brackets: from the "
             "enqueue call's return, after its commit)",
             "",
-            "| system | p50 | p95 | p99 | enqueue call p50 |",
-            "|---|---:|---:|---:|---:|",
+            "| system | p50 | p95 | p99 | enqueue call p50 | kept up (per round) |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for system in SYSTEMS:
             if system not in lat:
@@ -99,7 +99,9 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {LABELS[system]} | {a['p50_ms']:.2f} ({b['p50_ms']:.2f}) | "
                 f"{a['p95_ms']:.2f} ({b['p95_ms']:.2f}) | {a['p99_ms']:.2f} ({b['p99_ms']:.2f}) "
-                f"| {c['p50_ms']:.2f} |"
+                f"| {c['p50_ms']:.2f} | "
+                + ", ".join("yes" if k else "**no**" for k in lat[system].get("kept_up", []))
+                + " |"
             )
     claims = result.get("claim_cost") or {}
     if claims:
@@ -120,6 +122,16 @@ def table(result: dict[str, Any]) -> str:
                 f"| {LABELS[system]} | "
                 + " | ".join(f"{c['claim_ms_median'][str(s)]:.2f}" for s in sizes)
                 + f" | {_num(c['ratio_largest_to_smallest'], 2)} |"
+            )
+        for system in SYSTEMS:
+            c = claims.get(system, {})
+            nf = c.get("claim_ms_median_no_flush") or {}
+            if not nf or None in nf.values():
+                continue
+            lines.append(
+                f"| {LABELS[system]}, commit without waiting for the WAL flush | "
+                + " | ".join(f"{nf[str(s)]:.2f}" for s in sizes)
+                + f" | {_num(c['ratio_largest_to_smallest_no_flush'], 2)} |"
             )
         plan = claims.get("handoff", {}).get("explain_claim_largest")
         if plan:
