@@ -1654,7 +1654,7 @@ def summarise_throughput(report: Report) -> dict[str, Any]:
     """Median jobs/s over the rounds, per figure and system, and the ratios."""
     out: dict[str, Any] = {}
     for figure, by_system in report.runs.items():
-        if not (figure.startswith("enqueue") or figure.startswith("drain")):
+        if not figure.removeprefix("sqlite_").startswith(("enqueue", "drain")):
             continue
         entry: dict[str, Any] = {}
         for system, runs in by_system.items():
@@ -1929,12 +1929,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             for name in names.values():
                 drop_database(admin_url, name)
     info["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    throughput = summarise_throughput(report)
-    pg_figures = {k: v for k, v in throughput.items() if not k.startswith("sqlite_")}
-    lite_figures = {k: v for k, v in throughput.items() if k.startswith("sqlite_")}
-    latency = summarise_latency(report)
-    claims = summarise_claims(report, sizes.backlogs)
-    return {
+    result: dict[str, Any] = {
         "benchmark": "handoff vs procrastinate vs raw SQL",
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python", "bench/perf.py", *sys.argv[1:]]),
@@ -1975,14 +1970,20 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "(WAL, synchronous=NORMAL, BEGIN IMMEDIATE), raw via sqlite3 with the same pragmas; "
             "no LISTEN/NOTIFY (workers poll)",
         },
-        "figures": pg_figures,
-        "latency": latency,
-        "claim_cost": claims,
-        "sqlite": lite_figures,
-        "targets": targets(pg_figures, latency, claims),
         "runs": report.runs,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
+    _summarise_into(result, report, sizes.backlogs)
+    return result
+
+
+def _summarise_into(result: dict[str, Any], report: Report, backlogs: Sequence[int]) -> None:
+    throughput = summarise_throughput(report)
+    result["figures"] = {k: v for k, v in throughput.items() if not k.startswith("sqlite_")}
+    result["sqlite"] = {k: v for k, v in throughput.items() if k.startswith("sqlite_")}
+    result["latency"] = summarise_latency(report)
+    result["claim_cost"] = summarise_claims(report, backlogs) if "claim_cost" in report.runs else {}
+    result["targets"] = targets(result["figures"], result["latency"], result["claim_cost"])
 
 
 def _enqueue_for(
@@ -2030,6 +2031,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="JSON",
         help="only write the PNGs and table of a saved result",
     )
+    parser.add_argument("--resummarise", type=Path, metavar="JSON", help=argparse.SUPPRESS)
     parser.add_argument(
         "--only", help="sections, comma-separated: enqueue,drain,latency,claims,sqlite"
     )
@@ -2060,6 +2062,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         import perf_docs
 
         perf_docs.render(json.loads(args.render.read_text()), REPO_ROOT / "docs")
+        return
+    if args.resummarise:
+        # Recompute the summaries of a saved result from its raw runs (after a fix to them).
+        saved = json.loads(args.resummarise.read_text())
+        _summarise_into(saved, Report(saved["runs"]), tuple(saved["sizes"]["backlogs"]))
+        args.resummarise.write_text(json.dumps(saved, indent=2) + "\n")
         return
     # As in the worker children: warnings only, so per-handoff log lines (one per enqueued
     # version at INFO) are not part of what is timed.
