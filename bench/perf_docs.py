@@ -245,6 +245,17 @@ def plots(result: dict[str, Any], docs: Path) -> None:
             label=LABELS[system],
             color=COLOURS[system],
         )
+        nf = claims[system].get("claim_ms_median_no_flush") or {}
+        if nf and None not in nf.values():
+            points = sorted((int(k), float(v)) for k, v in nf.items())
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="x",
+                linestyle="--",
+                label=f"{LABELS[system]}, no WAL-flush wait",
+                color=COLOURS[system],
+            )
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     ax.set_xlabel("queued rows")
