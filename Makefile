@@ -37,7 +37,7 @@ contracts: $(STAMP)
 check: lint typecheck contracts test
 
 bench: $(STAMP)
-	$(BIN)/python bench/core_vs_procrastinate.py --out docs/bench-core.json
+	$(BIN)/python bench/perf.py --out docs/bench-perf.json --docs
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .coverage
