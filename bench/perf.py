@@ -1302,39 +1302,34 @@ class HandoffClaimer:
         self.db.run(lambda uow: ingestion.complete(uow, [lease], now=now, worker_id="bench"))
 
     def explain_claim(self) -> dict[str, Any]:
-        """EXPLAIN (ANALYZE, BUFFERS) of the claim statement the app runs, captured as it runs
-        and re-run inside a transaction that is rolled back."""
-        from sqlalchemy import event
+        """EXPLAIN (ANALYZE, BUFFERS) of the claim statement the worker runs (the app's own
+        statement text and parameters), inside a transaction that is rolled back."""
+        import psycopg
 
-        captured: list[tuple[str, Any]] = []
+        from app.db.work_store import CLAIM_SQL
 
-        def grab(_conn: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
-            if statement.lstrip().upper().startswith("UPDATE ingestion_handoffs".upper()):
-                captured.append((statement, params))
-
-        event.listen(self.db.engine, "before_cursor_execute", grab)
-        try:
-            with self.db.engine.connect() as conn:
-                trans = conn.begin()
-                from app.db.handoff_store import HandoffStore
-
-                now = datetime.now(UTC)
-                HandoffStore(conn).claim("bench", 1, now, now + timedelta(seconds=60))
-                trans.rollback()
-        finally:
-            event.remove(self.db.engine, "before_cursor_execute", grab)
-        if not captured:
-            raise RuntimeError("the claim statement was not captured")
-        statement, params = captured[0]
+        now = datetime.now(UTC)
+        params = {
+            "limit": 1,
+            "now": now,
+            "lease_until": now + timedelta(seconds=60),
+            "worker": "bench",
+            "actor": "worker:bench",
+        }
         with self.db.engine.connect() as conn:
-            trans = conn.begin()
-            row = conn.exec_driver_sql(
-                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params
-            ).first()
-            trans.rollback()
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, psycopg.Connection)
+            try:
+                with raw.cursor() as cur:
+                    cur.execute(
+                        ("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + CLAIM_SQL).encode(), params
+                    )
+                    row = cur.fetchone()
+            finally:
+                raw.rollback()
         assert row is not None
         plan = row[0][0] if isinstance(row[0], list) else json.loads(row[0])[0]
-        return {"statement": statement, "summary": plan_summary(plan), "plan": plan}
+        return {"statement": CLAIM_SQL, "summary": plan_summary(plan), "plan": plan}
 
     def close(self) -> None:
         self.db.dispose()

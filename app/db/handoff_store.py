@@ -148,12 +148,14 @@ class HandoffStore:
 
     def insert_enqueued(
         self, rows: Sequence[Mapping[str, Any]], *, actor: str, now: datetime
-    ) -> list[Handoff]:
+    ) -> tuple[list[Handoff], list[Handoff]]:
         """Insert new queued handoffs with their `enqueued` events. Skipped, not raised: a row
         whose reference already has a version fetched later (stale), and a row that trips a
-        unique constraint (the pair key, one active per reference). Returns those inserted."""
+        unique constraint (the pair key, one active per reference). Returns those inserted and,
+        on PostgreSQL, from the same statement, the handoffs its pairs already had (a duplicate
+        costs no second round trip); SQLite's callers look those up."""
         if not rows:
-            return []
+            return [], []
         if self.conn.dialect.name == "postgresql":
             return self._insert_enqueued_pg(rows, actor=actor, now=now)
         latest = self.latest_fetched({r["reference_id"] for r in rows})
@@ -170,19 +172,25 @@ class HandoffStore:
             ],
             now,
         )
-        return inserted
+        return inserted, []
 
     def _insert_enqueued_pg(
         self, rows: Sequence[Mapping[str, Any]], *, actor: str, now: datetime
-    ) -> list[Handoff]:
+    ) -> tuple[list[Handoff], list[Handoff]]:
         # One statement for the batch: arrays in (one fixed query text, so it is parsed once
         # and prepared by the server), rows and their events out.
         result = driver_rows(
             self.conn, _INSERT_ENQUEUED_SQL, enqueue_params(rows, actor=actor, now=now)
         )
-        inserted = [handoff_from(r) for r in result]
-        self.note_inserted(inserted)
-        return inserted
+        return self.split_enqueued(result)
+
+    def split_enqueued(
+        self, result: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[Handoff], list[Handoff]]:
+        """The rows of an `ENQUEUE_CTES` statement: (inserted, existing before it)."""
+        inserted = [handoff_from(r) for r in result if not r["existed"]]
+        self.note_inserted(inserted)  # the statement wrote their creation events
+        return inserted, [handoff_from(r) for r in result if r["existed"]]
 
     def transition(
         self, handoff_id: int, from_states: Collection[HandoffState], values: Mapping[str, Any]
@@ -407,7 +415,14 @@ ENQUEUE_CTES = """
         INSERT INTO handoff_events (handoff_id, at, actor, to_state, reason_code, detail)
         SELECT h.id, :now, :actor, h.state, h.reason_code, h.enqueue_outcome FROM h
     )
-    SELECT * FROM h ORDER BY h.id
+    SELECT h.*, false AS existed FROM h
+    UNION ALL
+    -- Pairs handed off before this statement (its snapshot does not see the rows h inserts):
+    -- the duplicates, answered here rather than by a second look-up.
+    SELECT x.*, true AS existed
+    FROM v JOIN ingestion_handoffs x
+      ON x.reference_id = v.reference_id AND x.payload_hash = v.payload_hash
+    ORDER BY id
 """
 
 _INSERT_ENQUEUED_PG = text(

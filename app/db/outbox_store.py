@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 
 from app.db.handoff_store import ENQUEUE_CTES, HandoffStore, enqueue_params
 from app.db.record_store import RecordStore, record_params
-from app.db.rows import driver_rows, handoff_from, pg_text
+from app.db.rows import driver_rows, pg_text
 from app.domain.models import Handoff
 from app.domain.records import PreparedRecord
 
@@ -32,18 +32,17 @@ class OutboxStore:
         *,
         actor: str,
         now: datetime,
-    ) -> list[Handoff]:
+    ) -> tuple[list[Handoff], list[Handoff]]:
         """Store the versions not stored yet, then insert their queued handoffs as
-        `HandoffStore.insert_enqueued` does. `rows[i]` is the handoff of `records[i]`."""
+        `HandoffStore.insert_enqueued` does (and return what it returns). `rows[i]` is the
+        handoff of `records[i]`."""
         if not records:
-            return []
+            return [], []
         if self.conn.dialect.name != "postgresql":
             self.records.insert(records, now)
             return self.handoffs.insert_enqueued(rows, actor=actor, now=now)
         params = {**record_params(records, now), **enqueue_params(rows, actor=actor, now=now)}
-        inserted = [handoff_from(r) for r in driver_rows(self.conn, _STORE_AND_ENQUEUE_SQL, params)]
-        self.handoffs.note_inserted(inserted)  # the statement wrote their creation events
-        return inserted
+        return self.handoffs.split_enqueued(driver_rows(self.conn, _STORE_AND_ENQUEUE_SQL, params))
 
 
 _STORE_AND_ENQUEUE_PG = text(

@@ -73,12 +73,13 @@ def enqueue(
         _row(r, now, HandoffState.QUEUED, ReasonCode.ENQUEUED, EnqueueOutcome.CREATED)
         for r in ordered
     ]
-    inserted = (
+    inserted, existed = (
         uow.outbox.store_and_enqueue(ordered, rows, actor=actor, now=now)
         if store
         else uow.handoffs.insert_enqueued(rows, actor=actor, now=now)
     )
     results = {(h.reference_id, h.payload_hash): _result(h, h.enqueue_outcome) for h in inserted}
+    results.update({(h.reference_id, h.payload_hash): _duplicate(h) for h in existed})
     existing = uow.handoffs.by_pairs(p for p in pairs if p not in results)
     results.update({pair: _duplicate(h) for pair, h in existing.items()})
     contended = set()
