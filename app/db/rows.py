@@ -104,18 +104,22 @@ def to_event(row: Row[Any]) -> HandoffEvent:
 
 
 def to_record(row: Row[Any]) -> ScrapeRecord:
-    m = row._mapping
+    return record_from(row._mapping)
+
+
+def record_from(m: Mapping[Any, Any], prefix: str = "") -> ScrapeRecord:
+    """A scrape record from a row's columns, named `<prefix><column>` (a join's aliases)."""
     return ScrapeRecord(
-        id=m["id"],
-        reference_id=m["reference_id"],
-        payload_hash=m["payload_hash"],
-        source=m["source"],
-        url=m["url"],
-        fetched_at=m["fetched_at"],
-        http_status=m["http_status"],
-        content_type=m["content_type"],
-        headers=m["headers"],
-        body=bytes(m["body"]),
-        fields=m["fields"],
-        created_at=m["created_at"],
+        id=m[f"{prefix}id"],
+        reference_id=m[f"{prefix}reference_id"],
+        payload_hash=m[f"{prefix}payload_hash"],
+        source=m[f"{prefix}source"],
+        url=m[f"{prefix}url"],
+        fetched_at=m[f"{prefix}fetched_at"],
+        http_status=m[f"{prefix}http_status"],
+        content_type=m[f"{prefix}content_type"],
+        headers=m[f"{prefix}headers"],
+        body=bytes(m[f"{prefix}body"]),
+        fields=m[f"{prefix}fields"],
+        created_at=m[f"{prefix}created_at"],
     )

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, text
 from app.db.handoff_store import HandoffStore
 from app.db.job_store import JobStore
 from app.db.record_store import RecordStore
-from app.db.rows import driver_rows, handoff_from, pg_text
+from app.db.rows import driver_rows, handoff_from, pg_text, record_from
 from app.db.tables import handoffs
 from app.domain.models import ClaimedJob, Handoff, Lease, NewEvent, ScrapeRecord
 from app.domain.states import HandoffState, ReasonCode
@@ -121,22 +121,7 @@ class WorkStore:
 
 
 def _record(row: dict[str, Any]) -> ScrapeRecord | None:
-    if row["r_id"] is None:
-        return None
-    return ScrapeRecord(
-        id=row["r_id"],
-        reference_id=row["reference_id"],
-        payload_hash=row["payload_hash"],
-        source=row["r_source"],
-        url=row["r_url"],
-        fetched_at=row["r_fetched_at"],
-        http_status=row["r_http_status"],
-        content_type=row["r_content_type"],
-        headers=row["r_headers"],
-        body=bytes(row["r_body"]),
-        fields=row["r_fields"],
-        created_at=row["r_created_at"],
-    )
+    return None if row["r_id"] is None else record_from(row, "r_")
 
 
 _HANDOFF_COLUMNS = ", ".join(f"{{0}}.{c.name}" for c in handoffs.c)  # in handoffs.c order
@@ -179,7 +164,8 @@ _CLAIM_PG = text(
     )
     SELECT """
     + _HANDOFF_COLUMNS.format("cp")
-    + """, cp.prev_state, r.id AS r_id, r.source AS r_source, r.url AS r_url,
+    + """, cp.prev_state, r.id AS r_id, r.reference_id AS r_reference_id,
+           r.payload_hash AS r_payload_hash, r.source AS r_source, r.url AS r_url,
            r.fetched_at AS r_fetched_at, r.http_status AS r_http_status,
            r.content_type AS r_content_type, r.headers AS r_headers, r.body AS r_body,
            r.fields AS r_fields, r.created_at AS r_created_at
