@@ -235,11 +235,7 @@ def submit(
         prepared = scrape_storage.prepare_all(
             chunk, now=now, max_body_bytes=settings.max_body_bytes
         )
-        for r in db.run(
-            lambda uow: scrape_storage.store_and_hand_off(
-                uow, prepared, now=now, actor="client:cli"
-            )
-        ):
+        for r in scrape_storage.submit(db, prepared, now=now, actor="client:cli"):
             tally[r.outcome.value] = tally.get(r.outcome.value, 0) + 1
         chunk.clear()
 

@@ -13,6 +13,7 @@ that rolls back, or is retried whole, counts once or not at all.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -91,16 +92,17 @@ for _route in REJECTING_ROUTES:
 
 
 def count_enqueued(outcomes: Iterable[EnqueueOutcome]) -> None:
-    for outcome in outcomes:
-        ENQUEUED.labels(outcome.value).inc()
+    # One increment per distinct label set, not per item: a 100-record batch has one or two.
+    for outcome, n in Tally(outcomes).items():
+        ENQUEUED.labels(outcome.value).inc(n)
 
 
 def count_transitions(
     moves: Iterable[tuple[HandoffState | None, HandoffState, ReasonCode]],
 ) -> None:
-    for from_state, to_state, reason in moves:
+    for (from_state, to_state, reason), n in Tally(moves).items():
         source = from_state.value if from_state is not None else "none"
-        TRANSITIONS.labels(source, to_state.value, reason.value).inc()
+        TRANSITIONS.labels(source, to_state.value, reason.value).inc(n)
 
 
 @dataclass(frozen=True, slots=True)

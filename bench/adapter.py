@@ -41,7 +41,7 @@ Percentiles come from histograms of 3 significant figures kept per second for th
 memory is bounded however long the run. On SIGTERM (or SIGINT) the adapter emits a last sample
 and exits 0 within a few seconds.
 
-Each job is what Handoff does for a scraped page: `prepare_all` + `store_and_hand_off` (the
+Each job is what Handoff does for a scraped page: `prepare_all` + `submit` (the
 scrape record is persisted with its handoff, one transaction per job), claimed and completed by
 the app's `Worker` (LISTEN/NOTIFY on) with a handler that sleeps `JOB_WORK_MS`.
 """
@@ -56,7 +56,6 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -69,7 +68,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: `app` is th
 from app import log as app_log  # noqa: E402
 from app.db import migrations  # noqa: E402
 from app.db.notify import Listener  # noqa: E402
-from app.db.uow import Database, UnitOfWork  # noqa: E402
+from app.db.uow import Database  # noqa: E402
 from app.domain.models import ClaimedJob  # noqa: E402
 from app.domain.records import ScrapeSubmission  # noqa: E402
 from app.domain.states import HandoffState  # noqa: E402
@@ -308,7 +307,7 @@ class Adapter:
                 prepared = scrape_storage.prepare_all(
                     [submission], now=now, max_body_bytes=20 * 1024 * 1024
                 )
-                db.run(_store(prepared, now))
+                scrape_storage.submit(db, prepared, now=now, actor="client:bench")
             except Exception as exc:
                 print(f"[handoff] enqueue failed: {exc}", file=sys.stderr, flush=True)
                 self.stop.wait(0.05)
@@ -378,13 +377,6 @@ class Adapter:
 
 
 _QUEUED = HandoffState.QUEUED
-
-
-def _store(prepared: Any, now: datetime) -> Callable[[UnitOfWork], Any]:
-    def work(uow: UnitOfWork) -> Any:
-        return scrape_storage.store_and_hand_off(uow, prepared, now=now, actor="client:bench")
-
-    return work
 
 
 def _version() -> str:

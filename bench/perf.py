@@ -7,7 +7,7 @@ Run from the repository root:
 
 Three systems, each in its own fresh database on the server (created and dropped here):
 
-* handoff: the app's real service functions (`prepare_all` + `store_and_hand_off`) and worker
+* handoff: the app's real service functions (`prepare_all` + `submit`) and worker
   (`app.worker.runner.Worker` + `NoopHandler`, `Listener` for LISTEN/NOTIFY);
 * procrastinate: Procrastinate 3.10.0 (`defer_async` / `batch_defer_async`, `run_worker_async`);
 * raw_sql: the minimal queue on psycopg 3, the practical limit of this machine: a `raw_jobs`
@@ -75,12 +75,11 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: `app` is th
 from app import log as app_log  # noqa: E402
 from app.db import migrations  # noqa: E402
 from app.db.notify import Listener  # noqa: E402
-from app.db.uow import Database, UnitOfWork  # noqa: E402
+from app.db.uow import Database  # noqa: E402
 from app.domain import payload as payload_mod  # noqa: E402
 from app.domain.models import ClaimedJob, Lease  # noqa: E402
-from app.domain.records import PreparedRecord, ScrapeSubmission  # noqa: E402
+from app.domain.records import ScrapeSubmission  # noqa: E402
 from app.services import ingestion, scrape_storage  # noqa: E402
-from app.services.ingestion_handoff import EnqueueResult  # noqa: E402
 from app.worker.runner import Worker, WorkerConfig  # noqa: E402
 
 # Procrastinate warns when an App is built in `__main__` (tasks named by module path would not
@@ -484,13 +483,6 @@ class Client(Protocol):
     def close(self) -> None: ...
 
 
-def _store(prepared: list[PreparedRecord], now: datetime) -> Callable[[UnitOfWork], Any]:
-    def work(uow: UnitOfWork) -> list[EnqueueResult]:
-        return scrape_storage.store_and_hand_off(uow, prepared, now=now, actor=ACTOR)
-
-    return work
-
-
 class HandoffClient:
     """What the submit endpoint does per call: prepare (hash) the batch, then persist the
     records and their handoffs in one transaction."""
@@ -503,7 +495,7 @@ class HandoffClient:
         for batch in batches:
             now = datetime.now(UTC)
             prepared = scrape_storage.prepare_all(batch, now=now, max_body_bytes=MAX_BODY_BYTES)
-            results = self.db.run(_store(prepared, now))
+            results = scrape_storage.submit(self.db, prepared, now=now, actor=ACTOR)
             if len(results) != len(batch):  # pragma: no cover - a broken run must not report
                 raise RuntimeError(f"expected {len(batch)} results, got {len(results)}")
 
@@ -1940,7 +1932,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "except concurrency and poll_every; Listener thread on; Database pool of "
                 "concurrency+2 (as `handoff worker`)",
                 "worker_config": described(handoff_worker_config(tuning)),
-                "enqueue": "prepare_all + store_and_hand_off per Database.run (pool_size=1)",
+                "enqueue": "prepare_all + scrape_storage.submit per call (pool_size=1)",
                 "claim_cost": "ingestion.claim(limit=1) then ingestion.complete, one "
                 "Database.run each",
             },

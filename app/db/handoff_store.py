@@ -392,9 +392,9 @@ _ADD_EVENTS_PG = text(
 )
 
 #: The handoff half of an enqueue, over a CTE `v` of versions (see `_ENQUEUE_FROM_ARRAYS`):
-#: queued rows for versions not older than one already handed off, refused rows skipped, an
-#: `enqueued` event per row inserted.
-ENQUEUE_CTES = """
+#: queued rows for versions not older than one already handed off, refused rows skipped (CTE
+#: `h`, the rows inserted) ...
+ENQUEUE_INSERT = """
     h AS (
         INSERT INTO ingestion_handoffs AS t (
             reference_id, payload_hash, source, fetched_at, state, reason_code, enqueue_outcome,
@@ -406,11 +406,16 @@ ENQUEUE_CTES = """
         WHERE NOT EXISTS (
             SELECT 1 FROM ingestion_handoffs x
             WHERE x.reference_id = v.reference_id AND x.fetched_at > v.fetched_at
+            OFFSET 0  -- a probe of the pair key per version, never a join over the table
         )
         ORDER BY v.n
         ON CONFLICT DO NOTHING
         RETURNING t.*
     ),
+"""
+#: ... then an `enqueued` event per row inserted, and the statement's rows: those inserted and
+#: the pairs' handoffs from before it. A statement may put CTEs of its own between the two.
+ENQUEUE_RESULT = """
     e AS (
         INSERT INTO handoff_events (handoff_id, at, actor, to_state, reason_code, detail)
         SELECT h.id, :now, :actor, h.state, h.reason_code, h.enqueue_outcome FROM h
@@ -420,10 +425,14 @@ ENQUEUE_CTES = """
     -- Pairs handed off before this statement (its snapshot does not see the rows h inserts):
     -- the duplicates, answered here rather than by a second look-up.
     SELECT x.*, true AS existed
-    FROM v JOIN ingestion_handoffs x
-      ON x.reference_id = v.reference_id AND x.payload_hash = v.payload_hash
+    FROM v CROSS JOIN LATERAL (
+        SELECT * FROM ingestion_handoffs x
+        WHERE x.reference_id = v.reference_id AND x.payload_hash = v.payload_hash
+        OFFSET 0
+    ) x
     ORDER BY id
 """
+ENQUEUE_CTES = ENQUEUE_INSERT + ENQUEUE_RESULT
 
 _INSERT_ENQUEUED_PG = text(
     """

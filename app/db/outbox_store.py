@@ -12,7 +12,13 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from app.db.handoff_store import ENQUEUE_CTES, HandoffStore, enqueue_params
+from app.db.handoff_store import (
+    ENQUEUE_CTES,
+    ENQUEUE_INSERT,
+    ENQUEUE_RESULT,
+    HandoffStore,
+    enqueue_params,
+)
 from app.db.record_store import RecordStore, record_params
 from app.db.rows import driver_rows, pg_text
 from app.domain.models import Handoff
@@ -48,6 +54,18 @@ class OutboxStore:
                 driver_rows(self.conn, _STORE_AND_ENQUEUE_ONE_SQL, one)
             )
         return self.handoffs.split_enqueued(driver_rows(self.conn, _STORE_AND_ENQUEUE_SQL, params))
+
+    def store_and_enqueue_whole(
+        self, record: PreparedRecord, row: Mapping[str, Any], *, actor: str, now: datetime
+    ) -> tuple[list[Handoff], list[Handoff]]:
+        """PostgreSQL only: one version in one statement that is whole on its own, so it may
+        commit by itself (autocommit). It queues the handoff and stores the record together,
+        or, if the handoff is refused (the reference has unfinished work, or a later version),
+        writes nothing at all. Returns what `store_and_enqueue` returns: a duplicate pair
+        comes back among the existing handoffs; a refused one in neither list."""
+        params = {**record_params([record], now), **enqueue_params([row], actor=actor, now=now)}
+        one = {k: v[0] if isinstance(v, list) else v for k, v in params.items()}
+        return self.handoffs.split_enqueued(driver_rows(self.conn, _STORE_IF_QUEUED_ONE_SQL, one))
 
 
 _BATCH = """
@@ -87,5 +105,21 @@ _STORE_AND_ENQUEUE = """
         ON CONFLICT (reference_id, payload_hash) DO NOTHING
     ),
     """
+# The record is stored only with its handoff: CTE `h` inserted it (a duplicate's record is there
+# already; a refused version is left whole to the transaction that resolves it).
+_STORE_IF_QUEUED = """
+    r AS (
+        INSERT INTO scrape_records (
+            reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
+            headers, body, fields, created_at
+        )
+        SELECT reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
+               headers, body, fields, :now
+        FROM v
+        WHERE EXISTS (SELECT 1 FROM h)
+        ON CONFLICT (reference_id, payload_hash) DO NOTHING
+    ),
+    """
 _STORE_AND_ENQUEUE_SQL = pg_text(text(_BATCH + _STORE_AND_ENQUEUE + ENQUEUE_CTES))
 _STORE_AND_ENQUEUE_ONE_SQL = pg_text(text(_ONE + _STORE_AND_ENQUEUE + ENQUEUE_CTES))
+_STORE_IF_QUEUED_ONE_SQL = pg_text(text(_ONE + ENQUEUE_INSERT + _STORE_IF_QUEUED + ENQUEUE_RESULT))

@@ -76,17 +76,24 @@ class Database:
         self.dialect = self.engine.dialect.name
 
     @contextmanager
-    def transaction(self, *, write: bool = True) -> Iterator[UnitOfWork]:
+    def transaction(self, *, write: bool = True, autocommit: bool = False) -> Iterator[UnitOfWork]:
         """One transaction, committed when the block ends, rolled back if it raises.
 
         On SQLite a writing transaction starts with BEGIN IMMEDIATE (it takes the write lock up
         front, so it never fails half-way to upgrade); a reading one is deferred.
+
+        With `autocommit` (PostgreSQL only), each statement is a transaction of its own: no
+        BEGIN and COMMIT round trips, for work that is whole in one statement.
         """
+        if autocommit and self.dialect != "postgresql":
+            raise ValueError("autocommit units of work are for PostgreSQL")
         try:
             conn = self.engine.connect()
         except OperationalError as exc:
             raise DatabaseUnavailable(f"the database cannot be reached: {exc.orig}") from exc
         try:
+            if autocommit:  # a flag on the driver's connection, reset when the pool takes it back
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             conn.info["sqlite_begin"] = "IMMEDIATE" if write else "DEFERRED"
             with conn.begin():
                 uow = UnitOfWork(conn)
@@ -95,12 +102,20 @@ class Database:
         finally:
             conn.close()
 
-    def run(self, work: Callable[[UnitOfWork], T], *, write: bool = True, retries: int = 5) -> T:
-        """Run `work` in a transaction, retrying it whole after a deadlock or serialization
-        failure (PostgreSQL may pick our transaction as a deadlock victim under races)."""
+    def run(
+        self,
+        work: Callable[[UnitOfWork], T],
+        *,
+        write: bool = True,
+        retries: int = 5,
+        autocommit: bool = False,
+    ) -> T:
+        """Run `work` in a transaction (see `transaction`), retrying it whole after a deadlock
+        or serialization failure (PostgreSQL may pick our transaction as a deadlock victim under
+        races)."""
         for attempt in range(retries + 1):
             try:
-                with self.transaction(write=write) as uow:
+                with self.transaction(write=write, autocommit=autocommit) as uow:
                     return work(uow)
             except DBAPIError as exc:
                 if exc.connection_invalidated and attempt < retries:

@@ -227,9 +227,7 @@ class HandoffPipeline:
         except (ValueError, InvalidInput) as exc:  # pydantic's ValidationError is a ValueError
             raise HandoffError(f"a batch of {len(batch)} items was refused: {exc}") from exc
         actor = "client:" + (self.source or "scrapy")  # the events table knows client actors
-        results = self._db.run(
-            lambda uow: scrape_storage.store_and_hand_off(uow, prepared, now=now, actor=actor)
-        )
+        results = scrape_storage.submit(self._db, prepared, now=now, actor=actor)
         return [str(r.outcome) for r in results]
 
     def _send_http(self, batch: list[dict[str, Any]]) -> list[str]:

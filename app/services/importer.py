@@ -122,9 +122,7 @@ class Importer:
         self._pairs.clear()
         self._chunk_bytes = 0
         now = self.clock.now()
-        results = self.db.run(
-            lambda uow: scrape_storage.store_and_hand_off(uow, chunk, now=now, actor=self.actor)
-        )
+        results = scrape_storage.submit(self.db, chunk, now=now, actor=self.actor)
         self.summary.submitted += len(results)
         self.summary.outcomes.update(r.outcome.value for r in results)
 

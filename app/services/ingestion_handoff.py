@@ -98,11 +98,32 @@ def enqueue(
     return out
 
 
+def enqueue_whole(
+    uow: UnitOfWork, record: PreparedRecord, *, now: datetime, actor: str
+) -> EnqueueResult | None:
+    """Store and hand off one version in a single statement that commits by itself (PostgreSQL,
+    `uow` in autocommit): the commonest submission, a new version of a reference with no
+    unfinished work, or a duplicate. None if the statement wrote nothing because the version
+    needs deciding against the reference's other handoffs: `enqueue` with `store` does that,
+    in a transaction."""
+    row = _row(record, now, HandoffState.QUEUED, ReasonCode.ENQUEUED, EnqueueOutcome.CREATED)
+    inserted, existed = uow.outbox.store_and_enqueue_whole(record, row, actor=actor, now=now)
+    if inserted:
+        result = _result(inserted[0], inserted[0].enqueue_outcome)
+    elif existed:
+        result = _duplicate(existed[0])
+    else:
+        return None
+    uow.on_commit(lambda: _report([result], actor))
+    return result
+
+
 def _report(results: Sequence[EnqueueResult], actor: str) -> None:
     """Count and log each outcome, once the transaction that decided them has committed."""
     metrics.count_enqueued(r.outcome for r in results)
+    bound = log.bind()  # the lazy logger binds on every call: once per batch, not per record
     for r in results:
-        log.info(
+        bound.info(
             "handoff.enqueued",
             handoff_id=r.handoff_id,
             reference_id=r.reference_id,

@@ -70,9 +70,7 @@ def submit_records(
     prepared = scrape_storage.prepare_all(
         subs, now=now, max_body_bytes=settings.max_body_bytes, batch=is_batch
     )
-    results = db.run(
-        lambda uow: scrape_storage.store_and_hand_off(uow, prepared, now=now, actor=_actor(subs))
-    )
+    results = scrape_storage.submit(db, prepared, now=now, actor=_actor(subs))
     _after_commit(inline, wake)
     return SubmitResponse(
         results=[
