@@ -227,7 +227,10 @@ class Worker:
             )
             return kept, jobs
 
-        kept, jobs = self.db.run(work)
+        # A turn with nothing to commit is the claim alone: on PostgreSQL one statement, which
+        # commits by itself (no BEGIN and COMMIT round trips before a woken worker's job starts).
+        alone = not ok and self.db.dialect == "postgresql"
+        kept, jobs = self.db.run(work, autocommit=alone)
         for lost in set(ok) - set(kept):
             log.warning("worker.lease_lost", handoff_id=lost.handoff_id, lease_token=lost.token)
         committed = set(kept)
