@@ -10,10 +10,19 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
-from app.db.rows import driver_rows, handoff_from, pg_text, to_event, to_handoff, upsert_insert
+from app.db.rows import (
+    driver_rows,
+    handed_off,
+    handed_off_from,
+    handoff_from,
+    pg_text,
+    to_event,
+    to_handoff,
+    upsert_insert,
+)
 from app.db.tables import handoff_events, handoffs
 from app.domain.errors import Conflict
-from app.domain.models import Handoff, HandoffEvent, Lease, NewEvent
+from app.domain.models import HandedOff, Handoff, HandoffEvent, Lease, NewEvent
 from app.domain.states import ACTIVE_STATES, RUNNABLE_STATES, HandoffState, ReasonCode
 
 Pair = tuple[str, str]
@@ -40,7 +49,7 @@ class HandoffStore:
         #: unit of work reports them to metrics once the transaction has committed.
         self.moves: list[Move] = []
 
-    def note_inserted(self, inserted: Iterable[Handoff]) -> None:
+    def note_inserted(self, inserted: Iterable[HandedOff]) -> None:
         """Record the creation events of handoffs inserted (with their events) by one statement."""
         self.moves.extend((None, h.state, h.reason_code) for h in inserted)
 
@@ -148,7 +157,7 @@ class HandoffStore:
 
     def insert_enqueued(
         self, rows: Sequence[Mapping[str, Any]], *, actor: str, now: datetime
-    ) -> tuple[list[Handoff], list[Handoff]]:
+    ) -> tuple[list[HandedOff], list[HandedOff]]:
         """Insert new queued handoffs with their `enqueued` events. Skipped, not raised: a row
         whose reference already has a version fetched later (stale), and a row that trips a
         unique constraint (the pair key, one active per reference). Returns those inserted and,
@@ -172,11 +181,11 @@ class HandoffStore:
             ],
             now,
         )
-        return inserted, []
+        return [handed_off(h) for h in inserted], []
 
     def _insert_enqueued_pg(
         self, rows: Sequence[Mapping[str, Any]], *, actor: str, now: datetime
-    ) -> tuple[list[Handoff], list[Handoff]]:
+    ) -> tuple[list[HandedOff], list[HandedOff]]:
         # One statement for the batch: arrays in (one fixed query text, so it is parsed once
         # and prepared by the server), rows and their events out.
         result = driver_rows(
@@ -186,11 +195,11 @@ class HandoffStore:
 
     def split_enqueued(
         self, result: Sequence[Mapping[str, Any]]
-    ) -> tuple[list[Handoff], list[Handoff]]:
+    ) -> tuple[list[HandedOff], list[HandedOff]]:
         """The rows of an `ENQUEUE_CTES` statement: (inserted, existing before it)."""
-        inserted = [handoff_from(r) for r in result if not r["existed"]]
+        inserted = [handed_off_from(r) for r in result if not r["existed"]]
         self.note_inserted(inserted)  # the statement wrote their creation events
-        return inserted, [handoff_from(r) for r in result if r["existed"]]
+        return inserted, [handed_off_from(r) for r in result if r["existed"]]
 
     def transition(
         self, handoff_id: int, from_states: Collection[HandoffState], values: Mapping[str, Any]
@@ -410,7 +419,7 @@ ENQUEUE_INSERT = """
         )
         ORDER BY v.n
         ON CONFLICT DO NOTHING
-        RETURNING t.*
+        RETURNING t.id, t.reference_id, t.payload_hash, t.state, t.reason_code, t.enqueue_outcome
     ),
 """
 #: ... then an `enqueued` event per row inserted, and the statement's rows: those inserted and
@@ -426,7 +435,8 @@ ENQUEUE_RESULT = """
     -- the duplicates, answered here rather than by a second look-up.
     SELECT x.*, true AS existed
     FROM v CROSS JOIN LATERAL (
-        SELECT * FROM ingestion_handoffs x
+        SELECT id, reference_id, payload_hash, state, reason_code, enqueue_outcome
+        FROM ingestion_handoffs x
         WHERE x.reference_id = v.reference_id AND x.payload_hash = v.payload_hash
         OFFSET 0
     ) x

@@ -21,7 +21,7 @@ from app.db.handoff_store import (
 )
 from app.db.record_store import RecordStore, record_params
 from app.db.rows import driver_rows, pg_text
-from app.domain.models import Handoff
+from app.domain.models import HandedOff
 from app.domain.records import PreparedRecord
 
 
@@ -38,7 +38,7 @@ class OutboxStore:
         *,
         actor: str,
         now: datetime,
-    ) -> tuple[list[Handoff], list[Handoff]]:
+    ) -> tuple[list[HandedOff], list[HandedOff]]:
         """Store the versions not stored yet, then insert their queued handoffs as
         `HandoffStore.insert_enqueued` does (and return what it returns). `rows[i]` is the
         handoff of `records[i]`."""
@@ -57,7 +57,7 @@ class OutboxStore:
 
     def store_and_enqueue_whole(
         self, record: PreparedRecord, row: Mapping[str, Any], *, actor: str, now: datetime
-    ) -> tuple[list[Handoff], list[Handoff]]:
+    ) -> tuple[list[HandedOff], list[HandedOff]]:
         """PostgreSQL only: one version in one statement that is whole on its own, so it may
         commit by itself (autocommit). It queues the handoff and stores the record together,
         or, if the handoff is refused (the reference has unfinished work, or a later version),

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Row, Table, TextClause
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
-from app.domain.models import Handoff, HandoffEvent, ScrapeRecord
+from app.domain.models import HandedOff, Handoff, HandoffEvent, ScrapeRecord
 from app.domain.states import EnqueueOutcome, HandoffState, ReasonCode
 
 
@@ -63,6 +63,12 @@ def to_handoff(row: Row[Any]) -> Handoff:
     return handoff_from(row._mapping)
 
 
+# Enum members by value: a dict look-up, not the enum call (a batch maps hundreds of rows).
+_STATES = {s.value: s for s in HandoffState}
+_REASONS = {r.value: r for r in ReasonCode}
+_OUTCOMES = {o.value: o for o in EnqueueOutcome}
+
+
 def handoff_from(m: Mapping[Any, Any]) -> Handoff:
     return Handoff(
         id=m["id"],
@@ -70,9 +76,9 @@ def handoff_from(m: Mapping[Any, Any]) -> Handoff:
         payload_hash=m["payload_hash"],
         source=m["source"],
         fetched_at=m["fetched_at"],
-        state=HandoffState(m["state"]),
-        reason_code=ReasonCode(m["reason_code"]),
-        enqueue_outcome=EnqueueOutcome(m["enqueue_outcome"]),
+        state=_STATES[m["state"]],
+        reason_code=_REASONS[m["reason_code"]],
+        enqueue_outcome=_OUTCOMES[m["enqueue_outcome"]],
         run_after=m["run_after"],
         attempts=m["attempts"],
         failures=m["failures"],
@@ -85,6 +91,23 @@ def handoff_from(m: Mapping[Any, Any]) -> Handoff:
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         finished_at=m["finished_at"],
+    )
+
+
+def handed_off_from(m: Mapping[Any, Any]) -> HandedOff:
+    return HandedOff(
+        m["id"],
+        m["reference_id"],
+        m["payload_hash"],
+        _STATES[m["state"]],
+        _REASONS[m["reason_code"]],
+        _OUTCOMES[m["enqueue_outcome"]],
+    )
+
+
+def handed_off(h: Handoff) -> HandedOff:
+    return HandedOff(
+        h.id, h.reference_id, h.payload_hash, h.state, h.reason_code, h.enqueue_outcome
     )
 
 

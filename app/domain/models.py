@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.domain.states import EnqueueOutcome, HandoffState, ReasonCode
 
@@ -32,6 +32,19 @@ class Handoff:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+
+
+class HandedOff(NamedTuple):
+    """What an enqueue statement tells of each pair it was given: the pair's handoff, the state
+    it is in, and how it was first handed off. `Handoff` has these fields and more; a batch of
+    hundreds reads only these."""
+
+    id: int
+    reference_id: str
+    payload_hash: str
+    state: HandoffState
+    reason_code: ReasonCode
+    enqueue_outcome: EnqueueOutcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ so re-scraping unchanged content produces the same hash.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -26,18 +27,34 @@ _FRAME = b"handoff-payload-v1"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Headers never stored: they carry credentials or session state, not content.
 SECRET_HEADERS = frozenset({"set-cookie", "cookie", "authorization", "proxy-authorization"})
+#: Headers not stored with a record: the secret ones, and the encoding the body no longer has.
+UNSTORED_HEADERS = SECRET_HEADERS | {"content-encoding"}
 REFERENCE_ID_MAX = 512
 
 
 def canonical_json(value: Any) -> bytes:
     """Key-sorted, whitespace-free UTF-8 JSON: equal data gives equal bytes."""
+    if isinstance(value, dict) and not value:
+        return b"{}"  # most versions carry no fields: no encoder run for them
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode()
 
 
 def normalise_content_type(value: str | None) -> str:
-    """`Text/HTML; Charset="UTF-8"` -> `text/html; charset=utf-8`; other parameters dropped."""
+    """`Text/HTML; Charset="UTF-8"` -> `text/html; charset=utf-8`; other parameters dropped.
+    Short values are cached: a crawl sends a handful of distinct ones."""
+    if value is not None and len(value) <= 255:
+        return _normalised_content_type(value)
+    return _normalise_content_type(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _normalised_content_type(value: str) -> str:
+    return _normalise_content_type(value)
+
+
+def _normalise_content_type(value: str | None) -> str:
     if not value or not value.strip():
         return ""
     media, *params = (part.strip() for part in value.split(";"))

@@ -164,9 +164,7 @@ def prepare(
             field="payload_hash",
         )
     reference_id = sub.reference_id or payload.derive_reference_id(sub.source, sub.url or "")
-    stored_headers = {
-        k: v for k, v in headers.items() if k not in payload.SECRET_HEADERS | {"content-encoding"}
-    }
+    stored_headers = {k: v for k, v in headers.items() if k not in payload.UNSTORED_HEADERS}
     return PreparedRecord(
         reference_id=reference_id,
         payload_hash=digest,

@@ -18,7 +18,7 @@ import structlog
 from app import metrics
 from app.db.uow import UnitOfWork
 from app.domain.errors import Conflict, Contention, NotFound
-from app.domain.models import Handoff, NewEvent
+from app.domain.models import HandedOff, Handoff, NewEvent
 from app.domain.records import PreparedRecord
 from app.domain.states import (
     ACTIVE_STATES,
@@ -261,11 +261,11 @@ def _terminal(state: HandoffState, reason: ReasonCode, now: datetime) -> dict[st
     }
 
 
-def _result(h: Handoff, outcome: EnqueueOutcome) -> EnqueueResult:
+def _result(h: Handoff | HandedOff, outcome: EnqueueOutcome) -> EnqueueResult:
     return EnqueueResult(h.reference_id, h.payload_hash, h.id, h.state, outcome, h.enqueue_outcome)
 
 
-def _duplicate(h: Handoff) -> EnqueueResult:
+def _duplicate(h: Handoff | HandedOff) -> EnqueueResult:
     return _result(h, EnqueueOutcome.DUPLICATE)
 
 
