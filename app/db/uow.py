@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import partial
+from functools import cached_property, partial
 from typing import TypeVar
 
+import psycopg
 import structlog
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -37,16 +38,44 @@ class UnitOfWork:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.records = RecordStore(conn)
-        self.handoffs = HandoffStore(conn)
-        self.jobs = JobStore(conn)
-        self.documents = DocumentStore(conn)
-        self.outbox = OutboxStore(conn, self.records, self.handoffs)
-        self.work = WorkStore(conn, self.records, self.handoffs, self.jobs)
-        self.tokens = TokenStore(conn)
-        self.queries = HandoffQueries(conn)
-        self.reconcile = ReconcileQueries(conn)
         self._on_commit: list[Callable[[], None]] = []
+
+    # Stores are made on first use: most transactions touch one or two of them.
+    @cached_property
+    def records(self) -> RecordStore:
+        return RecordStore(self.conn)
+
+    @cached_property
+    def handoffs(self) -> HandoffStore:
+        return HandoffStore(self.conn)
+
+    @cached_property
+    def jobs(self) -> JobStore:
+        return JobStore(self.conn)
+
+    @cached_property
+    def documents(self) -> DocumentStore:
+        return DocumentStore(self.conn)
+
+    @cached_property
+    def outbox(self) -> OutboxStore:
+        return OutboxStore(self.conn, self.records, self.handoffs)
+
+    @cached_property
+    def work(self) -> WorkStore:
+        return WorkStore(self.conn, self.records, self.handoffs, self.jobs)
+
+    @cached_property
+    def tokens(self) -> TokenStore:
+        return TokenStore(self.conn)
+
+    @cached_property
+    def queries(self) -> HandoffQueries:
+        return HandoffQueries(self.conn)
+
+    @cached_property
+    def reconcile(self) -> ReconcileQueries:
+        return ReconcileQueries(self.conn)
 
     def on_commit(self, hook: Callable[[], None]) -> None:
         """Run `hook` once this transaction has committed (metrics, logs); never if it rolls
@@ -56,8 +85,10 @@ class UnitOfWork:
     def committed(self) -> None:
         """Called by `Database.transaction` after the commit: count the transitions written,
         then run the hooks. A failing hook is logged; the commit has happened regardless."""
+        handoffs: HandoffStore | None = self.__dict__.get("handoffs")  # if it was used
+        moves = handoffs.moves if handoffs is not None else []
         hooks: list[Callable[[], None]] = [
-            partial(metrics.count_transitions, self.handoffs.moves),
+            partial(metrics.count_transitions, moves),
             *self._on_commit,
         ]
         for hook in hooks:
@@ -91,15 +122,24 @@ class Database:
             conn = self.engine.connect()
         except OperationalError as exc:
             raise DatabaseUnavailable(f"the database cannot be reached: {exc.orig}") from exc
+        # Autocommit is psycopg's flag on the pooled connection, set here and cleared before the
+        # pool takes it back: SQLAlchemy's isolation-level option does the same at twice the
+        # cost of a whole transaction's bookkeeping. BEGIN and COMMIT are then never sent.
+        driver = conn.connection.driver_connection if autocommit else None
         try:
-            if autocommit:  # a flag on the driver's connection, reset when the pool takes it back
-                conn.execution_options(isolation_level="AUTOCOMMIT")
+            if driver is not None:
+                driver.autocommit = True
             conn.info["sqlite_begin"] = "IMMEDIATE" if write else "DEFERRED"
             with conn.begin():
                 uow = UnitOfWork(conn)
                 yield uow
             uow.committed()
         finally:
+            if driver is not None:
+                try:
+                    driver.autocommit = False
+                except psycopg.Error:  # closed, or left mid-statement: never back to the pool
+                    conn.invalidate()
             conn.close()
 
     def run(

@@ -13,7 +13,7 @@ from app.domain.records import PreparedRecord
 from app.domain.states import EnqueueOutcome, HandoffState, ReasonCode
 from app.services import ingestion_handoff
 from app.services.ingestion_handoff import EnqueueResult
-from app.services.scrape_storage import submit
+from app.services.scrape_storage import store_and_hand_off, submit
 from tests.support import CLIENT, at, claim_one, count_rows, events, version
 
 TABLES = ("scrape_records", "ingestion_handoffs", "handoff_events")
@@ -120,5 +120,30 @@ def test_autocommit_units_of_work_are_for_postgresql(sqlite_url: str) -> None:
     try:
         with pytest.raises(ValueError, match="PostgreSQL"), db.transaction(autocommit=True):
             pass
+    finally:
+        db.dispose()
+
+
+class Boom(Exception):
+    pass
+
+
+def test_a_pooled_connection_leaves_autocommit_behind(pg_url: str, clock: FakeClock) -> None:
+    """One pooled connection: after an autocommit unit of work (ended well or by an error), the
+    next transaction on it is a transaction again, and rolls back whole."""
+    db = Database(pg_url, pool_size=1)
+    try:
+        submit(db, [version("sku-1", "v1")], now=clock.now(), actor=CLIENT)
+        with pytest.raises(Boom), db.transaction(autocommit=True):
+            raise Boom
+
+        def store_then_fail() -> None:
+            with db.transaction() as uow:
+                store_and_hand_off(uow, [version("sku-2", "v1")], now=clock.now(), actor=CLIENT)
+                raise Boom
+
+        with pytest.raises(Boom):
+            store_then_fail()
+        assert counts(db) == {t: 1 for t in TABLES}
     finally:
         db.dispose()
