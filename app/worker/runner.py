@@ -1,11 +1,14 @@
 """The worker: claims batches, runs the handler on a pool of threads, completes in batches,
 heartbeats its leases, runs the rescuer on a timer, and shuts down gracefully.
 
-One loop thread owns every database write of the worker; handler threads only run handlers and
-hand results back through a queue. Each turn of the loop commits the finished jobs and claims
-the next batch in one transaction, so a busy worker spends one commit per batch, not two per
-job. The worker leases up to `concurrency + prefetch` jobs: the prefetched ones wait in memory
-for a free handler thread, so a batch is not limited to the threads that happen to be idle.
+One loop thread owns the worker's state and its database writes; handler threads only run
+handlers and hand results back through a queue. Each turn of the loop commits the finished jobs
+as one batch and claims the next batch. On SQLite both go in one transaction. On PostgreSQL a
+long-running worker commits the finished batch on a second thread (the completer, with its own
+pooled connection, one batch at a time) while the loop claims in a statement that commits by
+itself: a woken worker's next job never waits behind the commit of the last one's result. The
+worker leases up to `concurrency + prefetch` jobs: the prefetched ones wait in memory for a
+free handler thread, so a batch is not limited to the threads that happen to be idle.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -98,6 +102,9 @@ class Worker:
         self._hung: set[int] = set()  # timed-out jobs whose handler thread is still busy
         self._unsaved: list[_Result] = []  # finished jobs whose outcome is not committed yet
         self._rand = random.Random()
+        # `run` on PostgreSQL: the completer thread, and the batch it is committing.
+        self._completer: ThreadPoolExecutor | None = None
+        self._completing: tuple[list[_Result], Future[list[Lease]]] | None = None
 
     # -- one step at a time (inline mode, tests) ---------------------------------------------
 
@@ -136,6 +143,8 @@ class Worker:
             ).start()
         # Stopping must not wait out a poll interval: the stop signal also wakes the loop.
         threading.Thread(target=self._wake_on, args=(stop,), daemon=True).start()
+        if self.db.dialect == "postgresql":
+            self._completer = ThreadPoolExecutor(1, thread_name_prefix=f"handoff-{self.id}-done")
         next_beat = next_rescue = time.monotonic()
         while not stop.is_set():
             # A thread stuck in a timed-out handler is not free; with none free, claim nothing.
@@ -182,6 +191,11 @@ class Worker:
             self.wake.wait(0.05)
             self.wake.clear()
         self._guarded(lambda: self._commit_and_claim(0))
+        self._settle_completion(wait=True)
+        if self._completer is not None:
+            self._completer.shutdown()
+            self._completer = None
+            self._guarded(lambda: self._commit_and_claim(0))  # a batch that failed in flight
         if self._inflight:
             leases = list(self._inflight.values())
             now = self.clock.now()
@@ -201,8 +215,10 @@ class Worker:
 
     def _commit_and_claim(self, want: int) -> list[ClaimedJob]:
         """Commit finished jobs (failures one by one, successes as a batch) and claim up to
-        `want` new ones in that same transaction. A job whose outcome did not commit (the
-        database was away) stays unsaved and is committed on a later turn."""
+        `want` new ones: in one transaction, or, with the completer, the batch on its thread
+        and the claim here. A job whose outcome did not commit (the database was away) stays
+        unsaved and is committed on a later turn."""
+        self._settle_completion()
         while True:
             try:
                 result = self._results.get_nowait()
@@ -213,6 +229,8 @@ class Worker:
         for result in [r for r in self._unsaved if r.failure is not None]:
             self._fail(result)
             self._forget(result)
+        if self._completer is not None:
+            return self._complete_apart_and_claim(want)
         ok = [r.job.lease for r in self._unsaved]
         if not ok and want <= 0:
             return []
@@ -241,6 +259,58 @@ class Worker:
             self._inflight[job.handoff.id] = job.lease
         self._report_claimed(jobs, now)
         return jobs
+
+    def _complete_apart_and_claim(self, want: int) -> list[ClaimedJob]:
+        """Hand the finished batch to the completer (unless it is busy with the last one),
+        then claim in one self-committing statement."""
+        if self._unsaved and self._completing is None:
+            batch = list(self._unsaved)
+            leases = [r.job.lease for r in batch]
+            done_at = self.clock.now()
+            assert self._completer is not None
+            future = self._completer.submit(
+                self.db.run,
+                lambda uow: ingestion.complete(uow, leases, now=done_at, worker_id=self.id),
+            )
+            # Committed: wake the loop to report it. Failed: the next turn retries the batch.
+            future.add_done_callback(lambda f: None if f.exception() else self.wake.set())
+            self._completing = (batch, future)
+        if want <= 0:
+            return []
+        now = self.clock.now()
+        jobs = self.db.run(
+            lambda uow: ingestion.claim(uow, self.id, want, now=now, lease=self.config.lease),
+            autocommit=True,
+        )
+        for job in jobs:
+            self._inflight[job.handoff.id] = job.lease
+        self._report_claimed(jobs, now)
+        return jobs
+
+    def _settle_completion(self, *, wait: bool = False) -> None:
+        """Take the completer's batch back once it has finished (with `wait`, once it does):
+        report and forget what committed; a batch that failed stays unsaved for a later turn."""
+        if self._completing is None:
+            return
+        batch, future = self._completing
+        if not wait and not future.done():
+            return
+        self._completing = None
+        try:
+            kept = future.result()
+        except Exception as exc:  # as a failed loop step: logged, retried on a later turn
+            log.error("worker.step_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        committed = set(kept)
+        for result in batch:
+            if result.job.lease not in committed:
+                lease = result.job.lease
+                log.warning(
+                    "worker.lease_lost", handoff_id=lease.handoff_id, lease_token=lease.token
+                )
+        self._report_completed([r for r in batch if r.job.lease in committed])
+        for result in batch:
+            self._forget(result)
 
     def _report_completed(self, results: list[_Result]) -> None:
         for r in results:
