@@ -105,8 +105,9 @@ _STORE_AND_ENQUEUE = """
         ON CONFLICT (reference_id, payload_hash) DO NOTHING
     ),
     """
-# The record is stored only with its handoff: CTE `h` inserted it (a duplicate's record is there
-# already; a refused version is left whole to the transaction that resolves it).
+# The record is stored only with its handoff: one CTE `h` inserted, or one the pair already had
+# (a duplicate brings back a record purged since). A refused version is left whole to the
+# transaction that resolves it.
 _STORE_IF_QUEUED = """
     r AS (
         INSERT INTO scrape_records (
@@ -117,6 +118,10 @@ _STORE_IF_QUEUED = """
                headers, body, fields, :now
         FROM v
         WHERE EXISTS (SELECT 1 FROM h)
+           OR EXISTS (
+               SELECT 1 FROM ingestion_handoffs x
+               WHERE x.reference_id = v.reference_id AND x.payload_hash = v.payload_hash
+           )
         ON CONFLICT (reference_id, payload_hash) DO NOTHING
     ),
     """

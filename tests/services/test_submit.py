@@ -6,7 +6,9 @@ transaction then decides it. Every outcome is checked on both engines, through `
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import delete
 
+from app.db import tables
 from app.db.uow import Database, UnitOfWork
 from app.domain.clock import FakeClock
 from app.domain.records import PreparedRecord
@@ -53,6 +55,19 @@ def test_one_duplicate_answers_its_first_outcome_and_writes_nothing(
         first.handoff_id,
     )
     assert counts(db) == before
+
+
+def test_a_duplicate_brings_back_a_purged_record(db: Database, clock: FakeClock) -> None:
+    """Its handoff stays as it was (a duplicate), but the payload a retry needs is there again."""
+    record = version("sku-1", "v1")
+    (first,) = submit(db, [record], now=clock.now(), actor=CLIENT)
+    with db.transaction() as uow:
+        uow.conn.execute(delete(tables.scrape_records))
+    (again,) = submit(db, [record], now=clock.now(), actor=CLIENT)
+    assert (again.outcome, again.handoff_id) == (EnqueueOutcome.DUPLICATE, first.handoff_id)
+    with db.transaction(write=False) as uow:
+        assert uow.records.get(record.reference_id, record.payload_hash) is not None
+    assert counts(db) == {t: 1 for t in TABLES}
 
 
 @pytest.mark.parametrize(
