@@ -49,9 +49,8 @@ class OutboxStore:
             return self.handoffs.insert_enqueued(rows, actor=actor, now=now)
         params = {**record_params(records, now), **enqueue_params(rows, actor=actor, now=now)}
         if len(records) == 1:  # the commonest call: scalars, not one-element arrays
-            one = {k: v[0] if isinstance(v, list) else v for k, v in params.items()}
             return self.handoffs.split_enqueued(
-                driver_rows(self.conn, _STORE_AND_ENQUEUE_ONE_SQL, one)
+                driver_rows(self.conn, _STORE_AND_ENQUEUE_ONE_SQL, _scalars(params))
             )
         return self.handoffs.split_enqueued(driver_rows(self.conn, _STORE_AND_ENQUEUE_SQL, params))
 
@@ -64,8 +63,14 @@ class OutboxStore:
         writes nothing at all. Returns what `store_and_enqueue` returns: a duplicate pair
         comes back among the existing handoffs; a refused one in neither list."""
         params = {**record_params([record], now), **enqueue_params([row], actor=actor, now=now)}
-        one = {k: v[0] if isinstance(v, list) else v for k, v in params.items()}
-        return self.handoffs.split_enqueued(driver_rows(self.conn, _STORE_IF_QUEUED_ONE_SQL, one))
+        return self.handoffs.split_enqueued(
+            driver_rows(self.conn, _STORE_IF_QUEUED_ONE_SQL, _scalars(params))
+        )
+
+
+def _scalars(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The column arrays of one version as the scalars `_ONE` binds."""
+    return {k: v[0] if isinstance(v, list) else v for k, v in params.items()}
 
 
 _BATCH = """
@@ -93,7 +98,11 @@ _ONE = """
                CAST(:fields AS jsonb) AS fields, 1 AS n
     ),"""
 
-_STORE_AND_ENQUEUE = """
+
+def _store_records(rest: str) -> str:
+    """CTE `r`: the versions of `v` (filtered and ordered by `rest`) as scrape records, those
+    stored already skipped."""
+    return f"""
     r AS (
         INSERT INTO scrape_records (
             reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
@@ -101,30 +110,24 @@ _STORE_AND_ENQUEUE = """
         )
         SELECT reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
                headers, body, fields, :now
-        FROM v ORDER BY n
+        FROM v {rest}
         ON CONFLICT (reference_id, payload_hash) DO NOTHING
     ),
     """
+
+
+_STORE_AND_ENQUEUE = _store_records("ORDER BY n")
 # The record is stored only with its handoff: one CTE `h` inserted, or one the pair already had
 # (a duplicate brings back a record purged since). A refused version is left whole to the
 # transaction that resolves it.
-_STORE_IF_QUEUED = """
-    r AS (
-        INSERT INTO scrape_records (
-            reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
-            headers, body, fields, created_at
-        )
-        SELECT reference_id, payload_hash, source, url, fetched_at, http_status, content_type,
-               headers, body, fields, :now
-        FROM v
+_STORE_IF_QUEUED = _store_records(
+    """
         WHERE EXISTS (SELECT 1 FROM h)
            OR EXISTS (
                SELECT 1 FROM ingestion_handoffs x
                WHERE x.reference_id = v.reference_id AND x.payload_hash = v.payload_hash
-           )
-        ON CONFLICT (reference_id, payload_hash) DO NOTHING
-    ),
-    """
+           )"""
+)
 _STORE_AND_ENQUEUE_SQL = pg_text(text(_BATCH + _STORE_AND_ENQUEUE + ENQUEUE_CTES))
 _STORE_AND_ENQUEUE_ONE_SQL = pg_text(text(_ONE + _STORE_AND_ENQUEUE + ENQUEUE_CTES))
 _STORE_IF_QUEUED_ONE_SQL = pg_text(text(_ONE + ENQUEUE_INSERT + _STORE_IF_QUEUED + ENQUEUE_RESULT))

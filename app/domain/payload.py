@@ -45,12 +45,12 @@ def normalise_content_type(value: str | None) -> str:
     """`Text/HTML; Charset="UTF-8"` -> `text/html; charset=utf-8`; other parameters dropped.
     Short values are cached: a crawl sends a handful of distinct ones."""
     if value is not None and len(value) <= 255:
-        return _normalised_content_type(value)
+        return _cached_content_type(value)
     return _normalise_content_type(value)
 
 
 @functools.lru_cache(maxsize=1024)
-def _normalised_content_type(value: str) -> str:
+def _cached_content_type(value: str) -> str:
     return _normalise_content_type(value)
 
 

@@ -249,15 +249,8 @@ class Worker:
         # commits by itself (no BEGIN and COMMIT round trips before a woken worker's job starts).
         alone = not ok and self.db.dialect == "postgresql"
         kept, jobs = self.db.run(work, autocommit=alone)
-        for lost in set(ok) - set(kept):
-            log.warning("worker.lease_lost", handoff_id=lost.handoff_id, lease_token=lost.token)
-        committed = set(kept)
-        self._report_completed([r for r in self._unsaved if r.job.lease in committed])
-        for result in list(self._unsaved):
-            self._forget(result)
-        for job in jobs:
-            self._inflight[job.handoff.id] = job.lease
-        self._report_claimed(jobs, now)
+        self._completed(list(self._unsaved), kept)
+        self._claimed(jobs, now)
         return jobs
 
     def _complete_apart_and_claim(self, want: int) -> list[ClaimedJob]:
@@ -282,9 +275,7 @@ class Worker:
             lambda uow: ingestion.claim(uow, self.id, want, now=now, lease=self.config.lease),
             autocommit=True,
         )
-        for job in jobs:
-            self._inflight[job.handoff.id] = job.lease
-        self._report_claimed(jobs, now)
+        self._claimed(jobs, now)
         return jobs
 
     def _settle_completion(self, *, wait: bool = False) -> None:
@@ -301,6 +292,11 @@ class Worker:
         except Exception as exc:  # as a failed loop step: logged, retried on a later turn
             log.error("worker.step_failed", error=f"{type(exc).__name__}: {exc}")
             return
+        self._completed(batch, kept)
+
+    def _completed(self, batch: list[_Result], kept: list[Lease]) -> None:
+        """A finished batch's commit is done: report what it kept, warn of leases lost
+        meanwhile, and forget the whole batch."""
         committed = set(kept)
         for result in batch:
             if result.job.lease not in committed:
@@ -311,6 +307,11 @@ class Worker:
         self._report_completed([r for r in batch if r.job.lease in committed])
         for result in batch:
             self._forget(result)
+
+    def _claimed(self, jobs: list[ClaimedJob], now: datetime) -> None:
+        for job in jobs:
+            self._inflight[job.handoff.id] = job.lease
+        self._report_claimed(jobs, now)
 
     def _report_completed(self, results: list[_Result]) -> None:
         for r in results:
