@@ -6,15 +6,17 @@ from __future__ import annotations
 import multiprocessing
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Integer, LargeBinary, inspect
+from sqlalchemy import Integer, LargeBinary, insert, inspect
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
 
-from app.db import migrations
+from app.db import migrations, tables
 from app.db.tables import metadata
 from app.db.uow import Database
 from app.domain.errors import SchemaOutdated
@@ -38,7 +40,7 @@ UNIQUE_CONSTRAINTS = {
 }
 #: Index name -> (columns, unique, the states its WHERE names, or None for a full index).
 INDEXES: dict[str, dict[str, tuple[list[str], bool, set[str] | None]]] = {
-    "scrape_records": {"scrape_records_source_idx": (["source", "created_at"], False, None)},
+    "scrape_records": {},  # its unique version key only
     "ingestion_handoffs": {
         "ingestion_handoffs_one_active": (
             ["reference_id"],
@@ -55,6 +57,17 @@ INDEXES: dict[str, dict[str, tuple[list[str], bool, set[str] | None]]] = {
     "handoff_events": {"handoff_events_handoff_idx": (["handoff_id", "id"], False, None)},
     "ingestion_jobs": {},
     "documents": {"documents_one_current": (["reference_id"], True, set())},
+}
+#: PostgreSQL columns typed with a domain (the value lists; see migration 036), by column.
+PG_DOMAINS = {
+    "ingestion_handoffs.state": "handoff_state",
+    "ingestion_handoffs.reason_code": "handoff_reason_code",
+    "ingestion_handoffs.enqueue_outcome": "handoff_enqueue_outcome",
+    "handoff_events.actor": "handoff_actor",
+    "handoff_events.from_state": "handoff_state",
+    "handoff_events.to_state": "handoff_state",
+    "handoff_events.reason_code": "handoff_reason_code",
+    "ingestion_jobs.reason_code": "handoff_reason_code",
 }
 #: Full-text search is engine-specific, so tables.py leaves it out: PostgreSQL has a generated
 #: tsvector column with a GIN index, SQLite an FTS5 table (and its shadow tables) with triggers.
@@ -174,7 +187,12 @@ def test_the_migrated_schema_has_exactly_the_tables_and_columns_of_tables_py(db_
                 assert found["nullable"] == column.nullable, where
             if postgres:
                 dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
-                assert found["type"].compile(dialect) == column.type.compile(dialect), where
+                stored = found["type"]
+                if where in PG_DOMAINS:  # a checked list over its base type
+                    assert isinstance(stored, postgresql.DOMAIN), where
+                    assert stored.name == PG_DOMAINS[where], where
+                    stored = type(stored.data_type)()  # its collation is the default one
+                assert stored.compile(dialect) == column.type.compile(dialect), where
             else:
                 assert str(found["type"]) == sqlite_storage(column.type), where
 
@@ -195,6 +213,71 @@ def test_the_migrated_schema_has_the_partial_unique_and_lookup_indexes(db_url: s
             if not i.get("duplicates_constraint")  # PostgreSQL lists unique constraints too
         }
         assert found == expected, name
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "bad"),
+    [
+        ("ingestion_handoffs", "state", "paused"),
+        ("ingestion_handoffs", "reason_code", "because"),
+        ("ingestion_handoffs", "enqueue_outcome", "duplicate"),
+        ("handoff_events", "to_state", "paused"),
+        ("handoff_events", "from_state", "paused"),
+        ("handoff_events", "reason_code", "because"),
+        ("handoff_events", "actor", "someone"),
+        ("ingestion_jobs", "reason_code", "because"),
+    ],
+)
+def test_a_value_outside_a_columns_list_is_refused(
+    db_url: str, table: str, column: str, bad: str
+) -> None:
+    """The lists are the database's, whether CHECK constraints (SQLite) or domains
+    (PostgreSQL): the row with the listed value goes in, the same row with `bad` does not."""
+    now = datetime.now(UTC)
+    handoff = {
+        "reference_id": "ref",
+        "payload_hash": "sha256:" + "0" * 64,
+        "source": "test",
+        "fetched_at": now,
+        "state": "queued",
+        "reason_code": "enqueued",
+        "enqueue_outcome": "created",
+        "run_after": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    db = Database(db_url)
+    try:
+        with db.transaction() as uow:
+            handoff_id = uow.conn.execute(
+                insert(tables.handoffs).values(handoff).returning(tables.handoffs.c.id)
+            ).scalar_one()
+        rows = {
+            "ingestion_handoffs": {**handoff, "reference_id": "other"},
+            "handoff_events": {
+                "handoff_id": handoff_id,
+                "at": now,
+                "actor": "client:test",
+                "from_state": "queued",
+                "to_state": "running",
+                "reason_code": "claimed",
+            },
+            "ingestion_jobs": {
+                "handoff_id": handoff_id,
+                "lease_token": 1,
+                "attempt": 1,
+                "worker_id": "w1",
+                "claimed_at": now,
+                "reason_code": "claimed",
+            },
+        }
+        target = tables.metadata.tables[table]
+        with pytest.raises(IntegrityError), db.transaction() as uow:
+            uow.conn.execute(insert(target).values({**rows[table], column: bad}))
+        with db.transaction() as uow:  # the same row with its listed value is fine
+            uow.conn.execute(insert(target).values(rows[table]))
+    finally:
+        db.dispose()
 
 
 def test_the_migrated_schema_has_its_engines_full_text_search(db_url: str) -> None:
