@@ -14,7 +14,7 @@ that rolls back, or is retried whole, counts once or not at all.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -80,9 +80,9 @@ REJECTED = Counter(
 
 JOB_OUTCOMES = ("succeeded", "retry", "failed")
 REJECTING_ROUTES = ("/v1/scrape-records", "/v1/scraping/sync")
-# Series that exist from the start, at zero, so rates and alerts have a baseline.
-for _outcome in EnqueueOutcome:
-    ENQUEUED.labels(_outcome.value)
+# Series that exist from the start, at zero, so rates and alerts have a baseline. The enqueue
+# counters are kept at hand: `labels()` takes a lock and a look-up per call, on the hottest path.
+_ENQUEUED_BY = {outcome: ENQUEUED.labels(outcome.value) for outcome in EnqueueOutcome}
 for _job in JOB_OUTCOMES:
     JOB_DURATION.labels(_job)
 for _reason in (ReasonCode.LEASE_EXPIRED, ReasonCode.POISON_SUSPECTED):
@@ -91,18 +91,32 @@ for _route in REJECTING_ROUTES:
     REJECTED.labels(_route)
 
 
-def count_enqueued(outcomes: Iterable[EnqueueOutcome]) -> None:
+def count_enqueued(outcomes: Sequence[EnqueueOutcome]) -> None:
+    if len(outcomes) == 1:  # a one-record submission
+        _ENQUEUED_BY[outcomes[0]].inc()
+        return
     # One increment per distinct label set, not per item: a 100-record batch has one or two.
     for outcome, n in Tally(outcomes).items():
-        ENQUEUED.labels(outcome.value).inc(n)
+        _ENQUEUED_BY[outcome].inc(n)
 
 
-def count_transitions(
-    moves: Iterable[tuple[HandoffState | None, HandoffState, ReasonCode]],
-) -> None:
-    for (from_state, to_state, reason), n in Tally(moves).items():
-        source = from_state.value if from_state is not None else "none"
-        TRANSITIONS.labels(source, to_state.value, reason.value).inc(n)
+Move = tuple[HandoffState | None, HandoffState, ReasonCode]
+_TRANSITIONS_BY: dict[Move, Counter] = {}  # each move's series, looked up once
+
+
+def count_transitions(moves: Sequence[Move]) -> None:
+    if not moves:  # a read, or only duplicates: nothing moved
+        return
+    counts = {moves[0]: 1} if len(moves) == 1 else Tally(moves)
+    for move, n in counts.items():
+        series = _TRANSITIONS_BY.get(move)
+        if series is None:
+            from_state, to_state, reason = move
+            source = from_state.value if from_state is not None else "none"
+            series = _TRANSITIONS_BY[move] = TRANSITIONS.labels(
+                source, to_state.value, reason.value
+            )
+        series.inc(n)
 
 
 @dataclass(frozen=True, slots=True)

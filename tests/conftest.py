@@ -24,6 +24,9 @@ PG_ADMIN_URL = os.environ.get(
     "HANDOFF_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 _TEMPLATE = f"handoff_tpl_{os.getpid()}"
+# A process the tests start (the API, workers, the CLI) that dies of a signal writes every
+# thread's Python stack to its stderr, which the tests show when they fail.
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 
 def _pg_url(dbname: str) -> str:

@@ -129,10 +129,17 @@ class Database:
         try:
             if driver is not None:
                 driver.autocommit = True
-            conn.info["sqlite_begin"] = "IMMEDIATE" if write else "DEFERRED"
-            with conn.begin():
                 uow = UnitOfWork(conn)
                 yield uow
+                # No BEGIN was sent, nor is a COMMIT: only SQLAlchemy's bookkeeping of a
+                # transaction it began on the first statement through it (if any) is closed.
+                if conn.in_transaction():
+                    conn.commit()
+            else:
+                conn.info["sqlite_begin"] = "IMMEDIATE" if write else "DEFERRED"
+                with conn.begin():
+                    uow = UnitOfWork(conn)
+                    yield uow
             uow.committed()
         finally:
             if driver is not None:
