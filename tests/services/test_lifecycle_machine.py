@@ -524,7 +524,7 @@ def run_machine(database_url: str) -> Counter[str]:
         Lifecycle.seen = Counter()
         case = Lifecycle.TestCase
         case.settings = settings(
-            max_examples=40,
+            max_examples=25,
             stateful_step_count=50,
             derandomize=True,  # the same runs every time and on both engines (see below)
             database=None,  # nothing to replay: derandomized runs find the same examples again
