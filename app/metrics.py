@@ -14,7 +14,7 @@ that rolls back, or is retried whole, counts once or not at all.
 from __future__ import annotations
 
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -29,7 +29,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from app.domain.states import EnqueueOutcome, HandoffState, ReasonCode
+from app.domain.states import EnqueueOutcome, HandoffState, Move, ReasonCode
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(registry=REGISTRY)
@@ -91,24 +91,17 @@ for _route in REJECTING_ROUTES:
     REJECTED.labels(_route)
 
 
-def count_enqueued(outcomes: Sequence[EnqueueOutcome]) -> None:
-    if len(outcomes) == 1:  # a one-record submission
-        _ENQUEUED_BY[outcomes[0]].inc()
-        return
+def count_enqueued(outcomes: Iterable[EnqueueOutcome]) -> None:
     # One increment per distinct label set, not per item: a 100-record batch has one or two.
     for outcome, n in Tally(outcomes).items():
         _ENQUEUED_BY[outcome].inc(n)
 
 
-Move = tuple[HandoffState | None, HandoffState, ReasonCode]
 _TRANSITIONS_BY: dict[Move, Counter] = {}  # each move's series, looked up once
 
 
-def count_transitions(moves: Sequence[Move]) -> None:
-    if not moves:  # a read, or only duplicates: nothing moved
-        return
-    counts = {moves[0]: 1} if len(moves) == 1 else Tally(moves)
-    for move, n in counts.items():
+def count_transitions(moves: Iterable[Move]) -> None:
+    for move, n in Tally(moves).items():
         series = _TRANSITIONS_BY.get(move)
         if series is None:
             from_state, to_state, reason = move

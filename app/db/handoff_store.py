@@ -23,7 +23,7 @@ from app.db.rows import (
 from app.db.tables import handoff_events, handoffs
 from app.domain.errors import Conflict
 from app.domain.models import HandedOff, Handoff, HandoffEvent, Lease, NewEvent
-from app.domain.states import ACTIVE_STATES, RUNNABLE_STATES, HandoffState, ReasonCode
+from app.domain.states import ACTIVE_STATES, RUNNABLE_STATES, HandoffState, Move, ReasonCode
 
 Pair = tuple[str, str]
 _ACTIVE = [s.value for s in ACTIVE_STATES]
@@ -36,10 +36,6 @@ def _leases_clause(leases: Iterable[Lease]) -> Any:
     return and_(
         handoffs.c.state == _RUNNING, tuple_(handoffs.c.id, handoffs.c.lease_token).in_(pairs)
     )
-
-
-#: A transition as counted by metrics: (from state, None for a new handoff; to state; reason).
-Move = tuple[HandoffState | None, HandoffState, ReasonCode]
 
 
 class HandoffStore:

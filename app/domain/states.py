@@ -72,6 +72,9 @@ class ReasonCode(StrEnum):
     OPERATOR_CANCELLED = "operator_cancelled"
 
 
+#: A transition as counted by metrics: (from state, None for a new handoff; to state; reason).
+Move = tuple[HandoffState | None, HandoffState, ReasonCode]
+
 REASON_DESCRIPTIONS: dict[ReasonCode, str] = {
     ReasonCode.ENQUEUED: "A new payload was handed off and is queued for ingestion.",
     ReasonCode.STALE_PAYLOAD: "The scrape is older than one already handed off for this reference.",

@@ -120,7 +120,7 @@ def enqueue_whole(
 
 def _report(results: Sequence[EnqueueResult], actor: str) -> None:
     """Count and log each outcome, once the transaction that decided them has committed."""
-    metrics.count_enqueued([r.outcome for r in results])
+    metrics.count_enqueued(r.outcome for r in results)
     bound = log.bind()  # the lazy logger binds on every call: once per batch, not per record
     for r in results:
         bound.info(
