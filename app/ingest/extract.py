@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import json
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -100,8 +101,17 @@ def _visible_text(html: str) -> str:
     return " ".join(root.text_content().split())
 
 
+# trafilatura parses every page with one module-level lxml parser, and lxml parsers must not be
+# used by two threads at once: a worker's handler threads extracting together aborted the
+# process inside libxml2. One extraction at a time per process.
+_TRAFILATURA = threading.Lock()
+
+
 def extract_html(html: str, url: str | None, content_type: str) -> Extracted:
-    document = trafilatura.bare_extraction(html, url=url, with_metadata=True, **TRAFILATURA_OPTIONS)
+    with _TRAFILATURA:
+        document = trafilatura.bare_extraction(
+            html, url=url, with_metadata=True, **TRAFILATURA_OPTIONS
+        )
     meta: Mapping[str, Any] = {}
     if document is not None:
         meta = document if isinstance(document, dict) else document.as_dict()
