@@ -27,6 +27,7 @@ from app.domain.clock import SystemClock
 from app.domain.errors import HandoffError
 from app.domain.records import ScrapeSubmission
 from app.domain.tokens import Scope
+from app.heap import freeze_startup_heap
 from app.services import documents, importer, scrape_storage, tokens
 from app.settings import Settings
 from app.worker.runner import Worker, WorkerConfig
@@ -128,7 +129,9 @@ def worker(
     _stop_on_signals(stop)
     if settings.worker_metrics_port is not None:
         _serve_worker_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
-    _start_worker(settings, concurrency, stop).run(stop)
+    the_worker = _start_worker(settings, concurrency, stop)
+    freeze_startup_heap()
+    the_worker.run(stop)
 
 
 def _serve_worker_metrics(host: str, port: int) -> None:
@@ -155,7 +158,9 @@ def serve(
     settings = _settings()
     log.configure_from(settings)
     _require_current_schema(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)  # app.log's
+    api = create_app(settings)
+    freeze_startup_heap()
+    uvicorn.run(api, host=host, port=port, log_config=None)  # app.log's
 
 
 @app.command()
@@ -175,6 +180,8 @@ def run(
     err.print(f"database {settings.database_url}: applied {len(applied)} migration(s)")
     stop = threading.Event()
     the_worker = _start_worker(settings, concurrency, stop)
+    api = create_app(settings, wake=the_worker.wake)
+    freeze_startup_heap()
     thread = threading.Thread(target=the_worker.run, args=(stop,), name="handoff-worker")
     thread.start()
     err.print(
@@ -188,9 +195,7 @@ def run(
     else:
         err.print("[bold red]AUTH IS OFF (HANDOFF_AUTH_ENABLED=false): the API is open[/]")
     try:
-        uvicorn.run(
-            create_app(settings, wake=the_worker.wake), host=host, port=port, log_config=None
-        )
+        uvicorn.run(api, host=host, port=port, log_config=None)
     finally:
         stop.set()
         thread.join()

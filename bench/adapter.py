@@ -72,6 +72,7 @@ from app.db.uow import Database  # noqa: E402
 from app.domain.models import ClaimedJob  # noqa: E402
 from app.domain.records import ScrapeSubmission  # noqa: E402
 from app.domain.states import HandoffState  # noqa: E402
+from app.heap import freeze_startup_heap  # noqa: E402
 from app.services import handoff_queries, scrape_storage  # noqa: E402
 from app.worker.runner import Worker, WorkerConfig  # noqa: E402
 
@@ -356,6 +357,7 @@ class Adapter:
         listener = Listener(self.url, worker.wake, self.stop)
         listener.start()
         listener.listening.wait(30)
+        freeze_startup_heap()  # as `handoff worker` does once started
         threads = [
             threading.Thread(target=worker.run, args=(self.stop,), name="worker"),
             threading.Thread(target=self.producer, args=(db,), name="producer", daemon=True),

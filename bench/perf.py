@@ -79,6 +79,7 @@ from app.db.uow import Database  # noqa: E402
 from app.domain import payload as payload_mod  # noqa: E402
 from app.domain.models import ClaimedJob, Lease  # noqa: E402
 from app.domain.records import ScrapeSubmission  # noqa: E402
+from app.heap import freeze_startup_heap  # noqa: E402
 from app.services import ingestion, scrape_storage  # noqa: E402
 from app.worker.runner import Worker, WorkerConfig  # noqa: E402
 
@@ -780,6 +781,7 @@ def child_handoff(url: str, tuning: Tuning, starts: StartLog) -> None:
         listener.start()
         if not listener.listening.wait(30):
             raise RuntimeError("the handoff listener did not connect")
+    freeze_startup_heap()  # as `handoff worker` does once started
     _say("ready")
     _read_stdin_until("go")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,14 +27,14 @@ from app.domain.errors import HandoffError
 from app.ingest.pipeline import build_handler
 from app.services import handoff_queries
 from app.settings import Settings
-from app.worker.runner import Worker, WorkerConfig
+from app.worker.runner import Wakeup, Worker, WorkerConfig
 
 PROBLEM = "application/problem+json"
 log = structlog.get_logger("handoff.api")
 
 
 def create_app(
-    settings: Settings, *, clock: Clock | None = None, wake: threading.Event | None = None
+    settings: Settings, *, clock: Clock | None = None, wake: Wakeup | None = None
 ) -> FastAPI:
     """The API. `wake`, when given, is set after each submission commits: it wakes a worker
     running in this same process (`handoff run`) without waiting for its poll."""

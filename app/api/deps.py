@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,7 +9,7 @@ from fastapi import Depends, Request
 from app.db.uow import Database
 from app.domain.clock import Clock
 from app.settings import Settings
-from app.worker.runner import Worker
+from app.worker.runner import Wakeup, Worker
 
 
 def _db(request: Request) -> Database:
@@ -28,8 +27,8 @@ def _clock(request: Request) -> Clock:
     return clock
 
 
-def _wake(request: Request) -> threading.Event | None:
-    wake: threading.Event | None = request.app.state.wake
+def _wake(request: Request) -> Wakeup | None:
+    wake: Wakeup | None = request.app.state.wake
     return wake
 
 
@@ -42,4 +41,4 @@ DB = Annotated[Database, Depends(_db)]
 AppSettings = Annotated[Settings, Depends(_settings)]
 AppClock = Annotated[Clock, Depends(_clock)]
 InlineWorker = Annotated[Worker | None, Depends(_inline)]
-WorkerWake = Annotated[threading.Event | None, Depends(_wake)]
+WorkerWake = Annotated[Wakeup | None, Depends(_wake)]

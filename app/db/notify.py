@@ -5,6 +5,7 @@ notification costs at most one poll interval."""
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 import psycopg
 import structlog
@@ -13,10 +14,14 @@ CHANNEL = "handoff_ready"
 log = structlog.get_logger("handoff.notify")
 
 
+class Wakeable(Protocol):
+    def set(self) -> None: ...
+
+
 class Listener(threading.Thread):
     """Sets `wake` on every notification; reconnects with backoff until `stop` is set."""
 
-    def __init__(self, database_url: str, wake: threading.Event, stop: threading.Event) -> None:
+    def __init__(self, database_url: str, wake: Wakeable, stop: threading.Event) -> None:
         super().__init__(name="handoff-listener", daemon=True)
         self.url = database_url.replace("postgresql+psycopg://", "postgresql://")
         self.wake = wake

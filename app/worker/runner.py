@@ -45,6 +45,38 @@ log = structlog.get_logger("handoff.worker")
 T = TypeVar("T")
 
 
+class Wakeup:
+    """What the worker loop sleeps on. `set` is a hint that work may be runnable (a
+    notification, a submission in this process, a stop); `result` only says that a handler
+    finished and its outcome waits to be committed. Thread-safe; many hints before the loop
+    wakes count as one."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._hint = False
+        self._result = False
+
+    def set(self) -> None:
+        with self._cond:
+            self._hint = True
+            self._cond.notify()
+
+    def result(self) -> None:
+        with self._cond:
+            self._result = True
+            self._cond.notify()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until a hint, a result or `timeout`; take what woke it. True if the loop
+        should look for work: a hint came, or `timeout` passed (the poll)."""
+        with self._cond:
+            if not (self._hint or self._result):
+                self._cond.wait(timeout)
+            hinted = self._hint or not self._result
+            self._hint = self._result = False
+            return hinted
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     concurrency: int = 4
@@ -95,7 +127,7 @@ class Worker:
         self.config = config or WorkerConfig()
         self.clock = clock or SystemClock()
         self.id = worker_id or f"{uuid.uuid4().hex[:8]}"
-        self.wake = threading.Event()
+        self.wake = Wakeup()
         self._results: queue.SimpleQueue[_Result] = queue.SimpleQueue()
         self._inflight: dict[int, Lease] = {}  # leased by this worker, running or prefetched
         self._running_since: dict[int, float] = {}  # handoff id -> when its handler started
@@ -105,6 +137,8 @@ class Worker:
         # `run` on PostgreSQL: the completer thread, and the batch it is committing.
         self._completer: ThreadPoolExecutor | None = None
         self._completing: tuple[list[_Result], Future[list[Lease]]] | None = None
+        # `run`: the handler threads' queue; claimed jobs go in as soon as they are leased.
+        self._queue: queue.SimpleQueue[ClaimedJob] | None = None
 
     # -- one step at a time (inline mode, tests) ---------------------------------------------
 
@@ -134,6 +168,7 @@ class Worker:
         cfg = self.config
         log.info("worker.started", worker_id=self.id, concurrency=cfg.concurrency)
         jobs: queue.SimpleQueue[ClaimedJob] = queue.SimpleQueue()
+        self._queue = jobs
         # Daemon threads, not a ThreadPoolExecutor: a handler stuck past the grace period must
         # not keep the process alive once its lease has been released.
         for n in range(cfg.concurrency):
@@ -146,14 +181,21 @@ class Worker:
         if self.db.dialect == "postgresql":
             self._completer = ThreadPoolExecutor(1, thread_name_prefix=f"handoff-{self.id}-done")
         next_beat = next_rescue = time.monotonic()
+        # Whether a claim may find work: after a hint or a poll tick, or while claims come back
+        # full. With the completer, a claim is a round trip of its own, so a turn that only
+        # commits a result does not claim (that empty claim would stand in the way of the next
+        # notified job); without it, the claim rides in the completion's transaction.
+        claim_due = True
         while not stop.is_set():
             # A thread stuck in a timed-out handler is not free; with none free, claim nothing.
             free_threads = cfg.concurrency - len(self._hung)
             room = free_threads + cfg.prefetch - len(self._inflight) + self._finished_count()
             want = max(0, min(room, cfg.claim_batch)) if free_threads > 0 else 0
-            claimed = self._guarded(partial(self._commit_and_claim, want)) or []
-            for job in claimed:
-                jobs.put(job)
+            if not claim_due and self._completer is not None:
+                want = 0
+            claimed = self._guarded(partial(self._commit_and_claim, want))
+            if claimed is not None and want > 0:
+                claim_due = len(claimed) >= want  # a full batch: more may be waiting
             now = time.monotonic()
             if now >= next_beat:
                 self._guarded(self._heartbeat)
@@ -161,9 +203,9 @@ class Worker:
             if now >= next_rescue:
                 self._guarded(self._rescue)
                 next_rescue = now + cfg.rescue_every
-            if len(claimed) < want or want == 0:
-                self.wake.wait(cfg.poll_every)  # a result, a NOTIFY, a stop or the poll tick
-                self.wake.clear()
+            if not claim_due or want == 0:
+                # A hint, a result, a stop or the poll tick.
+                claim_due = self.wake.wait(cfg.poll_every) or claim_due
         self._shutdown()
         log.info("worker.stopped", worker_id=self.id)
 
@@ -178,7 +220,7 @@ class Worker:
                 continue  # given back while it waited (see _heartbeat): another worker runs it
             self._running_since[job.handoff.id] = time.monotonic()
             self._results.put(self._execute(job))
-            self.wake.set()
+            self.wake.result()
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self.config.shutdown_grace
@@ -189,7 +231,6 @@ class Worker:
                 self._guarded(self._heartbeat)
                 next_beat = time.monotonic() + self.config.heartbeat_every
             self.wake.wait(0.05)
-            self.wake.clear()
         self._guarded(lambda: self._commit_and_claim(0))
         self._settle_completion(wait=True)
         if self._completer is not None:
@@ -266,7 +307,7 @@ class Worker:
                 lambda uow: ingestion.complete(uow, leases, now=done_at, worker_id=self.id),
             )
             # Committed: wake the loop to report it. Failed: the next turn retries the batch.
-            future.add_done_callback(lambda f: None if f.exception() else self.wake.set())
+            future.add_done_callback(lambda f: None if f.exception() else self.wake.result())
             self._completing = (batch, future)
         if want <= 0:
             return []
@@ -309,8 +350,12 @@ class Worker:
             self._forget(result)
 
     def _claimed(self, jobs: list[ClaimedJob], now: datetime) -> None:
+        """Note the leases, hand the jobs to the handler threads (if running), then report
+        them: a job's start does not wait for its log line and metrics."""
         for job in jobs:
             self._inflight[job.handoff.id] = job.lease
+            if self._queue is not None:
+                self._queue.put(job)
         self._report_claimed(jobs, now)
 
     def _report_completed(self, results: list[_Result]) -> None:

@@ -1,7 +1,7 @@
 """A running worker on PostgreSQL commits finished jobs on its completer thread, so a claim never
 waits behind the commit of an earlier result. Shown with a completion held up by a row lock:
 the next job starts while the last one's result is still waiting to commit, and the result
-commits once the lock goes."""
+commits once the lock goes. And a result only commits: claims are for hints and poll ticks."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from app.domain.clock import FakeClock
 from app.domain.models import ClaimedJob
 from app.domain.states import HandoffState
 from app.worker.runner import Worker, WorkerConfig
-from tests.support import get, hand_off_one, version
+from tests.support import get, hand_off_one, version, wait_for
 
 WAIT = 20.0
 
@@ -66,6 +66,34 @@ def test_a_claim_does_not_wait_behind_a_held_up_completion(pg_url: str, clock: F
         while not (_succeeded(db, first.handoff_id) and _succeeded(db, second.handoff_id)):
             assert time.monotonic() < deadline, "the results did not commit"
             time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.wake.set()
+        loop.join(WAIT)
+        db.dispose()
+    assert not loop.is_alive()
+
+
+def test_a_result_costs_no_claim_until_a_hint_or_the_poll(pg_url: str, clock: FakeClock) -> None:
+    """With no listener and a long poll: a version stored while the first job runs is still
+    queued after that job's result has committed, and starts once the worker is woken, as a
+    notification would wake it."""
+    db = Database(pg_url)
+    handler = GatedHandler("first")
+    worker = Worker(db, handler, config=WorkerConfig(concurrency=1, poll_every=60))
+    stop = threading.Event()
+    loop = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    first = hand_off_one(db, clock, version("first", "v1"))
+    loop.start()
+    try:
+        assert handler.event("first").wait(WAIT)
+        second = hand_off_one(db, clock, version("second", "v1"))
+        handler.release.set()
+        wait_for(lambda: _succeeded(db, first.handoff_id), WAIT)
+        assert not handler.event("second").wait(0.5), "the result's turn claimed"
+        assert get(db, second.handoff_id).state is HandoffState.QUEUED
+        worker.wake.set()  # what the listener does on a notification
+        assert handler.event("second").wait(WAIT)
     finally:
         stop.set()
         worker.wake.set()

@@ -3,7 +3,6 @@ why it is where it is, stats, retry, cancel and replay by filter."""
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -25,7 +24,7 @@ from app.api.handoff_models import (
 from app.domain.queries import MAX_ID
 from app.domain.tokens import ApiToken, Scope
 from app.services import handoff_queries, ingestion_handoff
-from app.worker.runner import Worker
+from app.worker.runner import Wakeup, Worker
 
 router = APIRouter(prefix="/v1/handoffs", tags=["handoffs"])
 _read = require(Scope.READ)
@@ -194,7 +193,7 @@ def operator(token: ApiToken | None) -> str:
     return "operator:anonymous" if token is None else f"operator:token:{token.name}"
 
 
-def _kick(inline: Worker | None, wake: threading.Event | None) -> None:
+def _kick(inline: Worker | None, wake: Wakeup | None) -> None:
     """Requeued work runs now: inline in this process, or by waking a worker here."""
     if inline is not None:
         inline.drain()

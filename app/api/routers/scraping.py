@@ -3,7 +3,6 @@ is persisted and handed off in one transaction."""
 
 from __future__ import annotations
 
-import threading
 from typing import Annotated
 
 import httpx
@@ -21,7 +20,7 @@ from app.domain.states import EnqueueOutcome, HandoffState
 from app.domain.tokens import Scope
 from app.services import scrape_storage, scrape_sync
 from app.services.scrape_sync import FetchError, SyncConfig, UrlResult
-from app.worker.runner import Worker
+from app.worker.runner import Wakeup, Worker
 
 router = APIRouter(prefix="/v1", tags=["scraping"])
 
@@ -87,7 +86,7 @@ def submit_records(
     )
 
 
-def _after_commit(inline: Worker | None, wake: threading.Event | None) -> None:
+def _after_commit(inline: Worker | None, wake: Wakeup | None) -> None:
     if inline is not None:
         inline.drain()
     if wake is not None:
