@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         "handler threads; 0 for long jobs spread over many workers.",
     )
     claim_batch: int = Field(default=32, ge=1, le=1000)
+    retry_base_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Backoff base after a transient or unclassified failure: the first wait "
+        "is 50-100 % of it, and it doubles with each failure, up to 600 s.",
+    )
     inline_ingestion: bool = False
 
     # Ingestion sinks: where extracted documents go (app/ingest/sinks.py)

@@ -71,6 +71,7 @@ def test_a_full_run_logs_no_token_password_or_webhook_secret(
         "HANDOFF_WEBHOOK_URL": hook,
         "HANDOFF_WEBHOOK_SECRET": WEBHOOK_SECRET,
         "HANDOFF_POLL_SECONDS": "0.2",
+        "HANDOFF_RETRY_BASE_SECONDS": "0.5",  # the webhook's 500 is retried within a second
         "HANDOFF_METRICS_REQUIRE_TOKEN": "true",
     }
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from app.domain.retry import Backoff, Counters, Decision, RetryPolicy, decide
 from app.domain.states import HandoffState, ReasonCode, RetryClass
+from app.settings import Settings
+from app.worker.runner import WorkerConfig
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 POLICY = RetryPolicy()
@@ -253,3 +257,12 @@ def test_a_retry_never_runs_before_now_and_a_failure_never_has_a_run_after(
         else:
             assert decision.state is HandoffState.FAILED
             assert decision.run_after is None
+
+
+def test_the_retry_base_setting_sets_a_workers_transient_backoff_and_nothing_else() -> None:
+    policy = WorkerConfig.from_settings(Settings(retry_base_seconds=2)).policy
+    assert policy.transient_backoff == Backoff(base_seconds=2, factor=2, cap_seconds=600)
+    assert replace(policy, transient_backoff=RetryPolicy().transient_backoff) == RetryPolicy()
+    assert WorkerConfig.from_settings(Settings()).policy == RetryPolicy()
+    with pytest.raises(ValidationError, match="retry_base_seconds"):
+        Settings(retry_base_seconds=0)
