@@ -40,7 +40,6 @@ from app.domain.clock import SystemClock
 from app.domain.errors import HandoffError, InvalidInput, NotFound
 from app.domain.queries import MAX_ID, HandoffFilter
 from app.domain.reconcile import Kind
-from app.domain.retry import RetryPolicy
 from app.domain.states import HandoffState, ReasonCode
 from app.services import handoff_queries, ingestion, ingestion_handoff, reconcile
 from app.settings import Settings
@@ -491,8 +490,8 @@ def reap(yes: YesOpt = False, dry_run: DryRunOpt = False, as_json: JsonOpt = Fal
     """Run the rescuer once: return every expired lease to retry_wait (lease_expired), or fail
     it as poison_suspected once it has lost its lease too often, as workers do every
     rescue_seconds."""
-    _, db = _open()
-    policy = RetryPolicy()
+    settings, db = _open()
+    policy = settings.retry_policy()
     with _failures():
         now = SystemClock().now()
         expired = db.run(

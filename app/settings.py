@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -9,6 +11,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_valida
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.domain import ssrf
+from app.domain.retry import RetryPolicy
 
 SinkName = Literal["documents", "webhook"]
 
@@ -64,6 +67,13 @@ class Settings(BaseSettings):
         le=600,
         description="Backoff base after a transient or unclassified failure: the first wait "
         "is 50-100 % of it, and it doubles with each failure, up to 600 s.",
+    )
+    crash_retry_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        le=3600,
+        description="How long a handoff whose lease expired waits in retry_wait before it "
+        "runs again.",
     )
     inline_ingestion: bool = False
 
@@ -202,3 +212,14 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    def retry_policy(self) -> RetryPolicy:
+        """The retry budgets with the waits these settings choose."""
+        default = RetryPolicy()
+        return replace(
+            default,
+            transient_backoff=replace(
+                default.transient_backoff, base_seconds=self.retry_base_seconds
+            ),
+            crash_delay=timedelta(seconds=self.crash_retry_seconds),
+        )

@@ -41,6 +41,9 @@ import httpx
 import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+from app.db import migrations  # noqa: E402
+
 HANDOFF = str(Path(sys.executable).with_name("handoff"))
 PG_BIN = (
     Path("/usr/lib/postgresql")
@@ -142,6 +145,7 @@ class Service:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     port: int = 0
     restarts: int = 0
+    crash_retry: float = 15.0  # the product's default; short runs wait less to drain
 
     def env(self) -> dict[str, str]:
         return {
@@ -151,6 +155,7 @@ class Service:
             "HANDOFF_LEASE_SECONDS": "4",
             "HANDOFF_HEARTBEAT_SECONDS": "1",
             "HANDOFF_RESCUE_SECONDS": "1",
+            "HANDOFF_CRASH_RETRY_SECONDS": str(self.crash_retry),
             "HANDOFF_POLL_SECONDS": "0.2",
             "HANDOFF_SHUTDOWN_GRACE_SECONDS": "2",
             "HANDOFF_WORKER_CONCURRENCY": str(self.concurrency),
@@ -163,7 +168,8 @@ class Service:
         )
 
     def start(self) -> None:
-        subprocess.run([HANDOFF, "migrate"], env=self.env(), check=True, capture_output=True)
+        # As `handoff migrate` does, without a process of its own to start.
+        migrations.apply(self.url, REPO_ROOT / "db" / "migrations")
         for n in range(self.workers):
             self.start_worker(n)
         for _ in range(3):  # a port found free can be taken before the API binds it: retry
@@ -358,7 +364,7 @@ class Timing:
 
     @classmethod
     def of(cls, short: bool) -> Timing:
-        return cls(2, 3, 4, 60) if short else cls(20, 20, 30, 100)
+        return cls(1.5, 2.5, 3, 60) if short else cls(20, 20, 30, 100)
 
 
 @dataclass
@@ -583,7 +589,7 @@ def run_scenario(name: str, engine: str, *, short: bool, workdir: Path) -> Outco
     cluster = PrivateCluster() if engine == "postgres" else None
     with cluster.running() if cluster else _nothing():
         db_url = cluster.url() if cluster else f"sqlite:///{workdir / 'chaos.db'}"
-        service = Service(db_url, workdir)
+        service = Service(db_url, workdir, crash_retry=1.0 if short else 15.0)
         service.start()
         monitor = Monitor(db_url)
         producer = Producer(service.base, f"{name}-{engine}", rate=timing.rate)
@@ -684,7 +690,12 @@ class StormOutcome:
 
 
 def run_duplicate_storm(
-    engine: str, *, processes: int = 4, references: int = 150, workdir: Path
+    engine: str,
+    *,
+    processes: int = 4,
+    references: int = 150,
+    workdir: Path,
+    crash_retry: float = 15.0,
 ) -> StormOutcome:
     """`processes` producer processes submit the same versions over HTTP, overlapping, while a
     worker is SIGKILLed and restarted every second or so. In the end: one handoff per version,
@@ -695,7 +706,7 @@ def run_duplicate_storm(
     cluster = PrivateCluster() if engine == "postgres" else None
     with cluster.running() if cluster else _nothing():
         db_url = cluster.url() if cluster else f"sqlite:///{workdir / 'storm.db'}"
-        service = Service(db_url, workdir)
+        service = Service(db_url, workdir, crash_retry=crash_retry)
         service.start()
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]); import chaos; "

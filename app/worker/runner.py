@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
@@ -102,11 +102,7 @@ class WorkerConfig:
             rescue_every=settings.rescue_seconds,
             shutdown_grace=settings.shutdown_grace_seconds,
             job_timeout=settings.job_timeout_seconds,
-            policy=RetryPolicy(
-                transient_backoff=replace(
-                    RetryPolicy().transient_backoff, base_seconds=settings.retry_base_seconds
-                )
-            ),
+            policy=settings.retry_policy(),
         )
 
 

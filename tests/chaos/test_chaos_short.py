@@ -49,7 +49,9 @@ def test_a_duplicate_storm_under_worker_kills_leaves_one_handoff_per_version(
 ) -> None:
     """Four processes submit the same two versions of 40 references over HTTP, each twice, in
     their own order and batch sizes, while workers are SIGKILLed and restarted."""
-    outcome = chaos.run_duplicate_storm(engine, references=40, workdir=tmp_path / "storm")
+    outcome = chaos.run_duplicate_storm(
+        engine, references=40, workdir=tmp_path / "storm", crash_retry=1.0
+    )
     assert outcome.worker_kills > 0
     assert outcome.handoffs_per_pair_max == 1, outcome
     assert outcome.documents_per_version_max == 1, outcome

@@ -259,10 +259,21 @@ def test_a_retry_never_runs_before_now_and_a_failure_never_has_a_run_after(
             assert decision.run_after is None
 
 
-def test_the_retry_base_setting_sets_a_workers_transient_backoff_and_nothing_else() -> None:
-    policy = WorkerConfig.from_settings(Settings(retry_base_seconds=2)).policy
+def test_the_retry_settings_set_a_workers_waits_and_nothing_else() -> None:
+    policy = WorkerConfig.from_settings(
+        Settings(retry_base_seconds=2, crash_retry_seconds=1)
+    ).policy
     assert policy.transient_backoff == Backoff(base_seconds=2, factor=2, cap_seconds=600)
-    assert replace(policy, transient_backoff=RetryPolicy().transient_backoff) == RetryPolicy()
-    assert WorkerConfig.from_settings(Settings()).policy == RetryPolicy()
+    assert policy.crash_delay == timedelta(seconds=1)
+    default = RetryPolicy()
+    assert (
+        replace(
+            policy, transient_backoff=default.transient_backoff, crash_delay=default.crash_delay
+        )
+        == default
+    )
+    assert WorkerConfig.from_settings(Settings()).policy == default
     with pytest.raises(ValidationError, match="retry_base_seconds"):
         Settings(retry_base_seconds=0)
+    with pytest.raises(ValidationError, match="crash_retry_seconds"):
+        Settings(crash_retry_seconds=-1)
