@@ -18,7 +18,7 @@ run: $(STAMP)
 
 ## Run the whole test suite on SQLite and PostgreSQL (127.0.0.1:5432 must be up).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --cov=app --cov-report=term:skip-covered --cov-fail-under=85 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist worksteal --cov=app --cov-report=term:skip-covered --cov-fail-under=85 $(PYTEST_ARGS)
 
 format: $(STAMP)
 	$(BIN)/ruff format app tests bench

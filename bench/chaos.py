@@ -364,7 +364,7 @@ class Timing:
 
     @classmethod
     def of(cls, short: bool) -> Timing:
-        return cls(1.5, 2.5, 3, 60) if short else cls(20, 20, 30, 100)
+        return cls(1.5, 2, 2, 60) if short else cls(20, 20, 30, 100)
 
 
 @dataclass
