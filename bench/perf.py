@@ -345,15 +345,18 @@ def reset_tables(system: System, url: str) -> None:
         )
 
 
-def settle(system: System, url: str, *, analyze: bool = True) -> None:
+def settle(system: System, url: str, *, analyze: bool = True, checkpoint: bool = True) -> None:
     """VACUUM ANALYZE the system's tables and CHECKPOINT: fresh statistics, no dead rows, no
     checkpoint debt carried into the timed phase. Without `analyze`, statistics are left to
-    autovacuum, as in production: for tables about to fill from empty (see `latency_phase`)."""
+    autovacuum, as in production: for tables about to fill from empty (see `latency_phase`).
+    Without `checkpoint`, the pages written since the last one need no full-page image when
+    they are written again (see `--claims-without-checkpoint`)."""
     vacuum = "VACUUM ANALYZE {}" if analyze else "VACUUM {}"
     with psycopg.connect(url, autocommit=True) as conn:
         for table in VACUUMED[system]:
             conn.execute(sql.SQL(vacuum).format(sql.Identifier(table)))
-        conn.execute("CHECKPOINT")
+        if checkpoint:
+            conn.execute("CHECKPOINT")
 
 
 def analyze(system: System, url: str) -> None:
@@ -1427,7 +1430,14 @@ def open_claimer(system: System, url: str) -> Claimer:
 
 
 def claim_phase(
-    system: System, admin_url: str, name: str, backlog: int, claims: int, explain: bool
+    system: System,
+    admin_url: str,
+    name: str,
+    backlog: int,
+    claims: int,
+    explain: bool,
+    *,
+    checkpoint: bool = True,
 ) -> dict[str, Any]:
     """Fill `backlog` queued jobs, settle, then time `claims` single claims, each followed by
     its completion (timed apart), from one client."""
@@ -1436,7 +1446,7 @@ def claim_phase(
     filled = time.perf_counter()
     fill_backlog(system, url, backlog)
     fill_seconds = time.perf_counter() - filled
-    settle(system, url)
+    settle(system, url, checkpoint=checkpoint)
     load = _loadavg()
     durable = _time_claims(system, url, claims, explain=explain)
     # The same again with the client's commits not waiting for the WAL flush (libpq's
@@ -1922,6 +1932,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                         backlog=backlog,
                         claims=sizes.claims,
                         explain=backlog == sizes.backlogs[-1],
+                        checkpoint=not args.claims_without_checkpoint,
                     ),
                 )
     finally:
@@ -1935,6 +1946,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python", "bench/perf.py", *sys.argv[1:]]),
         "mode": "tiny" if args.tiny else ("quick" if args.quick else "full"),
+        "claims_after_checkpoint": not args.claims_without_checkpoint,
         "machine": info,
         "sizes": dataclasses.asdict(sizes),
         "configuration": {
@@ -2014,8 +2026,11 @@ def _claims_for(
     backlog: int,
     claims: int,
     explain: bool,
+    checkpoint: bool,
 ) -> dict[str, Any]:
-    return claim_phase(system, admin_url, names[system], backlog, claims, explain)
+    return claim_phase(
+        system, admin_url, names[system], backlog, claims, explain, checkpoint=checkpoint
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -2042,6 +2057,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="handler slots per worker")
     parser.add_argument("--poll", type=float, default=1.0, help="worker polling interval (s)")
     parser.add_argument("--keep-databases", action="store_true", help="do not drop them")
+    parser.add_argument(
+        "--claims-without-checkpoint",
+        action="store_true",
+        help="claim cost with no CHECKPOINT between the backlog fill and the timed claims "
+        "(a diagnostic: after one, a page's first write is a full-page image)",
+    )
     parser.add_argument(
         "--child",
         choices=("handoff", "procrastinate", "raw_sql", "raw_sqlite"),

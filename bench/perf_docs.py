@@ -109,7 +109,12 @@ def table(result: dict[str, Any]) -> str:
         lines += [
             "",
             f"**Claim cost** (ms per claim of one job, median of {result['sizes']['claims']}; "
-            "completion timed apart) as the queued backlog grows",
+            "completion timed apart) as the queued backlog grows"
+            + (
+                ""
+                if result.get("claims_after_checkpoint", True)
+                else ", with no CHECKPOINT between the fill and the claims"
+            ),
             "",
             "| system | " + " | ".join(f"{s:,} queued" for s in sizes) + " | largest / smallest |",
             "|---|" + "---:|" * (len(sizes) + 1),
