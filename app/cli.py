@@ -90,9 +90,9 @@ def _start_worker(settings: Settings, concurrency: int | None, stop: threading.E
     from app.ingest.pipeline import build_handler  # the extractor: only processes that ingest
 
     config = WorkerConfig.from_settings(settings, concurrency)
-    # The loop thread and every handler thread may each hold a pooled connection (the
-    # listener opens its own).
-    db = Database(settings.database_url, pool_size=config.concurrency + 2)
+    # The loop, completer and rescuer threads and every handler thread may each hold a pooled
+    # connection (the listener opens its own).
+    db = Database(settings.database_url, pool_size=config.concurrency + 3)
     clock = SystemClock()
     worker = Worker(db, build_handler(settings, db, clock), config=config, clock=clock)
     if not settings.is_sqlite:

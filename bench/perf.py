@@ -774,8 +774,9 @@ def described(config: WorkerConfig) -> dict[str, Any]:
 
 def child_handoff(url: str, tuning: Tuning, starts: StartLog) -> None:
     app_log.configure(json=True, level="WARNING")
-    # As `handoff worker` sizes it: the loop thread and each handler thread may hold one.
-    db = Database(url, pool_size=tuning.concurrency + 2)
+    # As `handoff worker` sizes it: the loop, completer and rescuer threads and each handler
+    # thread may hold one.
+    db = Database(url, pool_size=tuning.concurrency + 3)
     db.ping()
     worker = Worker(db, RecordingHandler(starts), config=handoff_worker_config(tuning))
     stop = threading.Event()
