@@ -15,6 +15,14 @@ from tests.integration.test_worker_completer import WAIT, GatedHandler
 from tests.support import claim_one, get, hand_off_one, version, wait_for
 
 
+def _waiting_for_a_lock(conn: psycopg.Connection) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def test_a_held_up_rescuer_does_not_hold_up_the_next_claim(pg_url: str, clock: FakeClock) -> None:
     db = Database(pg_url)  # the worker runs on the system clock: the fake one is in the past
     lost = hand_off_one(db, clock, version("lost", "v1"))
@@ -30,15 +38,7 @@ def test_a_held_up_rescuer_does_not_hold_up_the_next_claim(pg_url: str, clock: F
         loop.start()
         try:
             # The rescuer's first pass, at start, waits for this lock to return the lease.
-            wait_for(
-                lambda: (
-                    lock.execute(
-                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'"
-                    ).fetchone()
-                    == (1,)
-                ),
-                WAIT,
-            )
+            wait_for(lambda: _waiting_for_a_lock(lock) == 1, WAIT)
             hand_off_one(db, clock, version("next", "v1"))
             worker.wake.set()  # what the listener does on its notification
             assert handler.event("next").wait(WAIT), "the claim waited behind the rescuer"
