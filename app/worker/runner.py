@@ -3,13 +3,13 @@ heartbeats its leases, runs the rescuer on a timer, and shuts down gracefully.
 
 One loop thread owns the worker's state and its database writes (but for the rescuer, which
 runs on a timer thread of its own); handler threads only run handlers and hand results back
-through a queue. Each turn of the loop commits the finished jobs
-as one batch and claims the next batch. On SQLite both go in one transaction. On PostgreSQL a
-long-running worker commits the finished batch on a second thread (the completer, with its own
-pooled connection, one batch at a time) while the loop claims in a statement that commits by
-itself: a woken worker's next job never waits behind the commit of the last one's result. The
-worker leases up to `concurrency + prefetch` jobs: the prefetched ones wait in memory for a
-free handler thread, so a batch is not limited to the threads that happen to be idle.
+through a queue. Each turn of the loop commits the finished jobs as one batch and claims the
+next batch. On SQLite both go in one transaction. On PostgreSQL a long-running worker commits
+the finished batch on a second thread (the completer, with its own pooled connection, one batch
+at a time) while the loop claims in a statement that commits by itself: a woken worker's next
+job never waits behind the commit of the last one's result. The worker leases up to
+`concurrency + prefetch` jobs: the prefetched ones wait in memory for a free handler thread, so
+a batch is not limited to the threads that happen to be idle.
 """
 
 from __future__ import annotations
@@ -212,6 +212,7 @@ class Worker:
                 # A hint, a result, a stop or the poll tick.
                 claim_due = self.wake.wait(cfg.poll_every) or claim_due
         self._shutdown()
+        self._queue = None  # later steps (`run_once`) run their jobs themselves
         rescuer.join(cfg.shutdown_grace)
         log.info("worker.stopped", worker_id=self.id)
 
