@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, select
@@ -18,6 +20,7 @@ from app.domain.records import PreparedRecord, ScrapeSubmission, prepare
 from app.services import ingestion
 from app.services.ingestion_handoff import EnqueueResult
 from app.services.scrape_storage import store_and_hand_off
+from app.worker.runner import Worker
 
 CLIENT = "client:tests"
 WORKER = "w1"
@@ -133,6 +136,21 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError("condition not met before the deadline")
         time.sleep(interval)
+
+
+@contextmanager
+def running(worker: Worker, timeout: float = 20.0) -> Iterator[None]:
+    """`worker.run` on a thread of its own for the block; stopped and joined after it."""
+    stop = threading.Event()
+    loop = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    loop.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.wake.set()
+        loop.join(timeout)
+    assert not loop.is_alive(), "the worker did not stop"
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from app.domain.clock import FakeClock
 from app.domain.models import ClaimedJob
 from app.domain.states import HandoffState
 from app.worker.runner import Worker, WorkerConfig
-from tests.support import get, hand_off_one, version, wait_for
+from tests.support import get, hand_off_one, running, version, wait_for
 
 WAIT = 20.0
 
@@ -45,11 +45,8 @@ def test_a_claim_does_not_wait_behind_a_held_up_completion(pg_url: str, clock: F
     db = Database(pg_url)  # the worker runs on the system clock: the fake one is in the past
     handler = GatedHandler("first")
     worker = Worker(db, handler, config=WorkerConfig(concurrency=2, poll_every=0.05))
-    stop = threading.Event()
-    loop = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     first = hand_off_one(db, clock, version("first", "v1"))
-    loop.start()
-    try:
+    with running(worker, WAIT):
         assert handler.event("first").wait(WAIT)
         with psycopg.connect(pg_url) as lock:
             # Hold the running row: the completion's UPDATE of it waits for this transaction.
@@ -66,12 +63,7 @@ def test_a_claim_does_not_wait_behind_a_held_up_completion(pg_url: str, clock: F
         while not (_succeeded(db, first.handoff_id) and _succeeded(db, second.handoff_id)):
             assert time.monotonic() < deadline, "the results did not commit"
             time.sleep(0.05)
-    finally:
-        stop.set()
-        worker.wake.set()
-        loop.join(WAIT)
-        db.dispose()
-    assert not loop.is_alive()
+    db.dispose()
 
 
 def test_a_result_costs_no_claim_until_a_hint_or_the_poll(pg_url: str, clock: FakeClock) -> None:
@@ -81,11 +73,8 @@ def test_a_result_costs_no_claim_until_a_hint_or_the_poll(pg_url: str, clock: Fa
     db = Database(pg_url)
     handler = GatedHandler("first")
     worker = Worker(db, handler, config=WorkerConfig(concurrency=1, poll_every=60))
-    stop = threading.Event()
-    loop = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     first = hand_off_one(db, clock, version("first", "v1"))
-    loop.start()
-    try:
+    with running(worker, WAIT):
         assert handler.event("first").wait(WAIT)
         second = hand_off_one(db, clock, version("second", "v1"))
         handler.release.set()
@@ -94,9 +83,4 @@ def test_a_result_costs_no_claim_until_a_hint_or_the_poll(pg_url: str, clock: Fa
         assert get(db, second.handoff_id).state is HandoffState.QUEUED
         worker.wake.set()  # what the listener does on a notification
         assert handler.event("second").wait(WAIT)
-    finally:
-        stop.set()
-        worker.wake.set()
-        loop.join(WAIT)
-        db.dispose()
-    assert not loop.is_alive()
+    db.dispose()

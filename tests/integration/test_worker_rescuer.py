@@ -3,8 +3,6 @@ lock on the expired lease it must return) does not hold up the claim of a notifi
 
 from __future__ import annotations
 
-import threading
-
 import psycopg
 
 from app.db.uow import Database
@@ -12,7 +10,7 @@ from app.domain.clock import FakeClock
 from app.domain.states import HandoffState
 from app.worker.runner import Worker, WorkerConfig
 from tests.integration.test_worker_completer import WAIT, GatedHandler
-from tests.support import claim_one, get, hand_off_one, version, wait_for
+from tests.support import claim_one, get, hand_off_one, running, version, wait_for
 
 
 def _waiting_for_a_lock(conn: psycopg.Connection) -> int:
@@ -29,14 +27,11 @@ def test_a_held_up_rescuer_does_not_hold_up_the_next_claim(pg_url: str, clock: F
     claim_one(db, clock)  # leased at the fake clock's time: long expired for the worker
     handler = GatedHandler("none")
     worker = Worker(db, handler, config=WorkerConfig(poll_every=60, rescue_every=60))
-    stop = threading.Event()
-    loop = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     with psycopg.connect(pg_url) as lock:
         lock.execute(
             "SELECT 1 FROM ingestion_handoffs WHERE id = %s FOR UPDATE", (lost.handoff_id,)
         )
-        loop.start()
-        try:
+        with running(worker, WAIT):
             # The rescuer's first pass, at start, waits for this lock to return the lease.
             wait_for(lambda: _waiting_for_a_lock(lock) == 1, WAIT)
             hand_off_one(db, clock, version("next", "v1"))
@@ -45,9 +40,4 @@ def test_a_held_up_rescuer_does_not_hold_up_the_next_claim(pg_url: str, clock: F
             assert get(db, lost.handoff_id).state is HandoffState.RUNNING  # not yet rescued
             lock.rollback()
             wait_for(lambda: get(db, lost.handoff_id).state is HandoffState.RETRY_WAIT, WAIT)
-        finally:
-            stop.set()
-            worker.wake.set()
-            loop.join(WAIT)
-            db.dispose()
-    assert not loop.is_alive()
+    db.dispose()
