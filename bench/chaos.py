@@ -41,7 +41,8 @@ import httpx
 import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: `app` is the repo's package
+    sys.path.insert(0, str(REPO_ROOT))
 from app.db import migrations  # noqa: E402
 
 HANDOFF = str(Path(sys.executable).with_name("handoff"))
@@ -145,7 +146,7 @@ class Service:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     port: int = 0
     restarts: int = 0
-    crash_retry: float = 15.0  # the product's default; short runs wait less to drain
+    crash_retry: float = 15.0  # the product's default
 
     def env(self) -> dict[str, str]:
         return {
@@ -361,10 +362,12 @@ class Timing:
     fault: float
     recovery: float
     rate: float
+    crash_retry: float = 15.0  # HANDOFF_CRASH_RETRY_SECONDS: the product's default
 
     @classmethod
     def of(cls, short: bool) -> Timing:
-        return cls(1.5, 2, 2, 60) if short else cls(20, 20, 30, 100)
+        # Short runs wait 1 s after a crash, so that what the fault left behind drains soon.
+        return cls(1.5, 2, 2, 60, crash_retry=1.0) if short else cls(20, 20, 30, 100)
 
 
 @dataclass
@@ -589,7 +592,7 @@ def run_scenario(name: str, engine: str, *, short: bool, workdir: Path) -> Outco
     cluster = PrivateCluster() if engine == "postgres" else None
     with cluster.running() if cluster else _nothing():
         db_url = cluster.url() if cluster else f"sqlite:///{workdir / 'chaos.db'}"
-        service = Service(db_url, workdir, crash_retry=1.0 if short else 15.0)
+        service = Service(db_url, workdir, crash_retry=timing.crash_retry)
         service.start()
         monitor = Monitor(db_url)
         producer = Producer(service.base, f"{name}-{engine}", rate=timing.rate)
