@@ -21,7 +21,6 @@ from app import log
 from app.api.document_models import SearchHitOut, SearchResultsOut
 from app.cli_handoffs import app as handoffs_app
 from app.db import migrations
-from app.db.notify import Listener
 from app.db.uow import Database
 from app.domain.clock import SystemClock
 from app.domain.errors import HandoffError
@@ -96,7 +95,7 @@ def _start_worker(settings: Settings, concurrency: int | None, stop: threading.E
     clock = SystemClock()
     worker = Worker(db, build_handler(settings, db, clock), config=config, clock=clock)
     if not settings.is_sqlite:
-        Listener(settings.database_url, worker.wake, stop).start()
+        worker.start_listener(stop)
     return worker
 
 

@@ -67,7 +67,6 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: `app` is th
 
 from app import log as app_log  # noqa: E402
 from app.db import migrations  # noqa: E402
-from app.db.notify import Listener  # noqa: E402
 from app.db.uow import Database  # noqa: E402
 from app.domain.models import ClaimedJob  # noqa: E402
 from app.domain.records import ScrapeSubmission  # noqa: E402
@@ -354,8 +353,7 @@ class Adapter:
         db = Database(self.url, pool_size=self.workers + 4)
         db.ping()
         worker = Worker(db, self.handler, config=WorkerConfig(concurrency=self.workers))
-        listener = Listener(self.url, worker.wake, self.stop)
-        listener.start()
+        listener = worker.start_listener(self.stop)
         listener.listening.wait(30)
         freeze_startup_heap()  # as `handoff worker` does once started
         threads = [

@@ -74,7 +74,6 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: `app` is th
 
 from app import log as app_log  # noqa: E402
 from app.db import migrations  # noqa: E402
-from app.db.notify import Listener  # noqa: E402
 from app.db.uow import Database  # noqa: E402
 from app.domain import payload as payload_mod  # noqa: E402
 from app.domain.models import ClaimedJob, Lease  # noqa: E402
@@ -781,8 +780,7 @@ def child_handoff(url: str, tuning: Tuning, starts: StartLog) -> None:
     worker = Worker(db, RecordingHandler(starts), config=handoff_worker_config(tuning))
     stop = threading.Event()
     if tuning.listen_notify and url.startswith("postgresql"):
-        listener = Listener(url, worker.wake, stop)
-        listener.start()
+        listener = worker.start_listener(stop)
         if not listener.listening.wait(30):
             raise RuntimeError("the handoff listener did not connect")
     freeze_startup_heap()  # as `handoff worker` does once started

@@ -154,6 +154,17 @@ handoff_counts = Table(
     Column("n", BigInteger, nullable=False),
 )
 
+#: Workers waiting for a wake-up (migration 20260301000037; PostgreSQL's insert trigger NOTIFYs
+#: only while a row is here). `pid` and `backend_start` name the worker's LISTEN session.
+handoff_wakeup_subscribers = Table(
+    "handoff_wakeup_subscribers",
+    metadata,
+    Column("worker_id", Text, primary_key=True),
+    Column("pid", Integer, nullable=False),
+    Column("backend_start", UtcDateTime, nullable=False),
+    Column("since", UtcDateTime, nullable=False),
+)
+
 api_tokens = Table(
     "api_tokens",
     metadata,

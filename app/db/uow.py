@@ -23,6 +23,7 @@ from app.db.outbox_store import OutboxStore
 from app.db.reconcile_queries import ReconcileQueries
 from app.db.record_store import RecordStore
 from app.db.token_store import TokenStore
+from app.db.wakeup_store import WakeupStore
 from app.db.work_store import WorkStore
 from app.domain.errors import Contention, DatabaseUnavailable
 
@@ -68,6 +69,10 @@ class UnitOfWork:
     @cached_property
     def tokens(self) -> TokenStore:
         return TokenStore(self.conn)
+
+    @cached_property
+    def wakeups(self) -> WakeupStore:
+        return WakeupStore(self.conn)
 
     @cached_property
     def queries(self) -> HandoffQueries:

@@ -24,11 +24,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 
 from app import metrics
+from app.db.notify import Listener, ListenSession
 from app.db.uow import Database, UnitOfWork
 from app.domain.clock import Clock, SystemClock
 from app.domain.errors import LeaseLost
@@ -37,7 +38,7 @@ from app.domain.models import ClaimedJob, Lease
 from app.domain.records import matches_hash
 from app.domain.retry import RetryPolicy
 from app.domain.states import TERMINAL_STATES, ReasonCode, RetryClass
-from app.services import handoff_queries, ingestion
+from app.services import handoff_queries, ingestion, wakeups
 from app.services.ingestion import Failure
 from app.settings import Settings
 from app.worker.handler import IngestionHandler
@@ -76,6 +77,13 @@ class Wakeup:
             hinted = self._hint or not self._result
             self._hint = self._result = False
             return hinted
+
+
+class Listening(Protocol):
+    """What the worker needs of its LISTEN thread (`app.db.notify.Listener`)."""
+
+    @property
+    def session(self) -> ListenSession | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +149,17 @@ class Worker:
         self._completing: tuple[list[_Result], Future[list[Lease]]] | None = None
         # `run`: the handler threads' queue; claimed jobs go in as soon as they are leased.
         self._queue: queue.SimpleQueue[ClaimedJob] | None = None
+        # PostgreSQL: the LISTEN thread that sets `wake`, and the session this worker is listed
+        # under as waiting for wake-ups (None: not listed; see app/services/wakeups.py).
+        self.listener: Listening | None = None
+        self._subscribed: ListenSession | None = None
+
+    def start_listener(self, stop: threading.Event) -> Listener:
+        """PostgreSQL: start the LISTEN thread that wakes this worker (until `stop`)."""
+        listener = Listener(self.db.url, self.wake, stop)
+        self.listener = listener
+        listener.start()
+        return listener
 
     # -- one step at a time (inline mode, tests) ---------------------------------------------
 
@@ -204,6 +223,8 @@ class Worker:
             claimed = self._guarded(partial(self._commit_and_claim, want))
             if claimed is not None and want > 0:
                 claim_due = len(claimed) >= want  # a full batch: more may be waiting
+                if self._completer is not None and self._follow_wakeups(len(claimed), want):
+                    claim_due = True  # just listed: claim once more (see _follow_wakeups)
             now = time.monotonic()
             if now >= next_beat:
                 self._guarded(self._heartbeat)
@@ -215,6 +236,40 @@ class Worker:
         self._queue = None  # later steps (`run_once`) run their jobs themselves
         rescuer.join(cfg.shutdown_grace)
         log.info("worker.stopped", worker_id=self.id)
+
+    def _follow_wakeups(self, claimed: int, want: int) -> bool:
+        """Keep the worker listed as waiting for wake-ups while it waits for them. A claim that
+        came back short: the loop is about to sleep until a hint, so list the worker (again,
+        if its listener has reconnected since) and wait out the enqueues that skipped their
+        NOTIFY meanwhile; True: claim once more, their jobs are visible now. A claim of the
+        largest batch the worker takes: a backlog, claimed without waiting, so take the worker
+        off the list and enqueues stop sending NOTIFYs (while another worker waits, they go
+        on)."""
+        cfg = self.config
+        if claimed >= want >= min(cfg.claim_batch, cfg.concurrency + cfg.prefetch):
+            if self._subscribed is not None:
+                self._guarded(partial(self.db.run, self._unsubscribe, autocommit=True))
+                self._subscribed = None
+            return False
+        session = self.listener.session if self.listener is not None else None
+        if claimed >= want or session is None or session == self._subscribed:
+            return False
+        return self._guarded(partial(self._subscribe, session)) is True
+
+    def _subscribe(self, session: ListenSession) -> bool:
+        now = self.clock.now()
+        self.db.run(lambda uow: wakeups.subscribe(uow, self.id, session, now=now), autocommit=True)
+        self._subscribed = session
+        waited = self.db.run(
+            partial(wakeups.wait_for_skipping_enqueues, timeout_seconds=self.config.poll_every),
+            autocommit=True,
+        )
+        if not waited:
+            log.info("worker.wakeup_wait_timed_out", worker_id=self.id)
+        return True
+
+    def _unsubscribe(self, uow: UnitOfWork) -> None:
+        wakeups.unsubscribe(uow, self.id)
 
     def _rescue_every(self, stop: threading.Event) -> None:
         """The rescuer's timer: at start, then every `rescue_every`, until `stop`."""
@@ -236,6 +291,9 @@ class Worker:
             self.wake.result()
 
     def _shutdown(self) -> None:
+        if self._subscribed is not None:  # stopping: wake-ups are no use to it any more
+            self._guarded(partial(self.db.run, self._unsubscribe, autocommit=True))
+            self._subscribed = None
         deadline = time.monotonic() + self.config.shutdown_grace
         next_beat = time.monotonic() + self.config.heartbeat_every
         while self._inflight and time.monotonic() < deadline:
@@ -478,8 +536,11 @@ class Worker:
         moved = self.db.run(lambda uow: ingestion.rescue(uow, now=now, policy=self.config.policy))
         if moved:
             log.info("rescuer.returned", count=len(moved), handoff_ids=[h.id for h in moved])
-        # The same timer keeps the stats counters compact (one row per state and reason).
+        # The same timer keeps the stats counters compact (one row per state and reason), and
+        # the list of workers waiting for wake-ups free of those that died listed.
         self.db.run(handoff_queries.compact_counts)
+        if self.db.dialect == "postgresql":
+            self.db.run(wakeups.prune)
 
     def _guarded(self, step: Callable[[], T]) -> T | None:
         """Run a loop step; a database outage is logged and retried next tick, never fatal."""

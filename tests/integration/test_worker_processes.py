@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from app.db.notify import Listener
 from app.db.uow import Database
 from app.domain.clock import SystemClock
 from app.domain.errors import LeaseLost
@@ -155,8 +154,7 @@ def test_a_notification_wakes_an_idle_worker_long_before_its_poll(pg_url: str) -
     db = Database(pg_url)
     stop = threading.Event()
     worker = Worker(db, NoopHandler(), config=WorkerConfig(poll_every=3600, rescue_every=3600))
-    listener = Listener(pg_url, worker.wake, stop)
-    listener.start()
+    listener = worker.start_listener(stop)
     wait_for(listener.listening.is_set)
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
