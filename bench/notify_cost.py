@@ -5,11 +5,12 @@ its insert trigger switched off, and Procrastinate, side by side in one run.
     .venv/bin/python bench/notify_cost.py --clients 1
 
 Each round runs bench/perf.py's per-row enqueue phase (the same clients, warm-up, reset and
-timing) once per variant, in rotating order; figures are medians. "without NOTIFY" is not a
-product setting: it is the upper bound of any design that skips the wake-up when no worker
-sleeps, measured here because a NOTIFY holds PostgreSQL's notification-queue lock through its
-transaction's commit, WAL flush included, so concurrent enqueues commit one at a time. Prints
-one JSON document.
+timing) once per variant, in rotating order; figures are medians. No worker runs, so Handoff
+as shipped skips its NOTIFY (nobody is listed as waiting; migration 20260301000037) and pays
+only for looking; "without NOTIFY" switches the insert trigger off altogether, the upper
+bound of that skip. (A NOTIFY holds PostgreSQL's notification-queue lock through its
+transaction's commit, WAL flush included, so concurrent enqueues that notify commit one at a
+time.) Prints one JSON document.
 """
 
 from __future__ import annotations

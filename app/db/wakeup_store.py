@@ -38,11 +38,9 @@ class WakeupStore:
         stmt = pg_insert(subscribers).values(
             worker_id=worker_id, pid=pid, backend_start=backend_start, since=now
         )
+        again = {c: stmt.excluded[c] for c in ("pid", "backend_start", "since")}
         self.conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[subscribers.c.worker_id],
-                set_={"pid": pid, "backend_start": backend_start, "since": now},
-            )
+            stmt.on_conflict_do_update(index_elements=[subscribers.c.worker_id], set_=again)
         )
 
     def unsubscribe(self, worker_id: str) -> None:
@@ -64,11 +62,9 @@ class WakeupStore:
         return True
 
     def prune(self) -> int:
-        """Drop the rows of LISTEN sessions that are gone (a worker that died unsubscribed)."""
-        if self.conn.dialect.name != "postgresql":
-            return 0
+        """Drop the rows of LISTEN sessions that are gone (a worker that died listed)."""
         return self.conn.execute(_PRUNE).rowcount
 
     def worker_ids(self) -> list[str]:
-        rows = self.conn.execute(select(subscribers.c.worker_id).order_by(subscribers.c.worker_id))
-        return [str(r) for r in rows.scalars()]
+        stmt = select(subscribers.c.worker_id).order_by(subscribers.c.worker_id)
+        return list(self.conn.execute(stmt).scalars())

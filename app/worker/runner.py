@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import structlog
 
@@ -77,13 +77,6 @@ class Wakeup:
             hinted = self._hint or not self._result
             self._hint = self._result = False
             return hinted
-
-
-class Listening(Protocol):
-    """What the worker needs of its LISTEN thread (`app.db.notify.Listener`)."""
-
-    @property
-    def session(self) -> ListenSession | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +144,7 @@ class Worker:
         self._queue: queue.SimpleQueue[ClaimedJob] | None = None
         # PostgreSQL: the LISTEN thread that sets `wake`, and the session this worker is listed
         # under as waiting for wake-ups (None: not listed; see app/services/wakeups.py).
-        self.listener: Listening | None = None
+        self.listener: Listener | None = None
         self._subscribed: ListenSession | None = None
 
     def start_listener(self, stop: threading.Event) -> Listener:
@@ -247,9 +240,7 @@ class Worker:
         on)."""
         cfg = self.config
         if claimed >= want >= min(cfg.claim_batch, cfg.concurrency + cfg.prefetch):
-            if self._subscribed is not None:
-                self._guarded(partial(self.db.run, self._unsubscribe, autocommit=True))
-                self._subscribed = None
+            self._leave_wakeups()
             return False
         session = self.listener.session if self.listener is not None else None
         if claimed >= want or session is None or session == self._subscribed:
@@ -268,8 +259,13 @@ class Worker:
             log.info("worker.wakeup_wait_timed_out", worker_id=self.id)
         return True
 
-    def _unsubscribe(self, uow: UnitOfWork) -> None:
-        wakeups.unsubscribe(uow, self.id)
+    def _leave_wakeups(self) -> None:
+        """Off the list of workers waiting for wake-ups, if on it."""
+        if self._subscribed is not None:
+            self._guarded(
+                lambda: self.db.run(lambda uow: wakeups.unsubscribe(uow, self.id), autocommit=True)
+            )
+            self._subscribed = None
 
     def _rescue_every(self, stop: threading.Event) -> None:
         """The rescuer's timer: at start, then every `rescue_every`, until `stop`."""
@@ -291,9 +287,7 @@ class Worker:
             self.wake.result()
 
     def _shutdown(self) -> None:
-        if self._subscribed is not None:  # stopping: wake-ups are no use to it any more
-            self._guarded(partial(self.db.run, self._unsubscribe, autocommit=True))
-            self._subscribed = None
+        self._leave_wakeups()  # stopping: wake-ups are no use to it any more
         deadline = time.monotonic() + self.config.shutdown_grace
         next_beat = time.monotonic() + self.config.heartbeat_every
         while self._inflight and time.monotonic() < deadline:

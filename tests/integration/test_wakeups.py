@@ -71,6 +71,36 @@ def subscribe(db: Database, worker_id: str, session: ListenSession) -> None:
     db.run(lambda uow: wakeups.subscribe(uow, worker_id, session, now=datetime.now(UTC)))
 
 
+class OpenEnqueue:
+    """An enqueue of `reference_id` on a thread, in a transaction held open until `commit`."""
+
+    def __init__(self, db: Database, clock: FakeClock, reference_id: str) -> None:
+        self.looked, self.release = threading.Event(), threading.Event()
+
+        def enqueue() -> None:
+            with db.transaction() as uow:
+                record = version(reference_id, "v1")
+                store_and_hand_off(uow, [record], now=clock.now(), actor=CLIENT)
+                self.looked.set()  # its trigger has run: it looked at the list
+                assert self.release.wait(WAIT)
+
+        self.thread = threading.Thread(target=enqueue)
+
+    def start(self) -> None:
+        self.thread.start()
+        assert self.looked.wait(WAIT)
+
+    def commit(self) -> None:
+        self.release.set()
+        if self.thread.is_alive():
+            self.thread.join(WAIT)
+
+
+def enqueue_backlog(db: Database, clock: FakeClock, refs: list[str]) -> None:
+    with db.transaction() as uow:
+        store_and_hand_off(uow, [version(r, "v1") for r in refs], now=clock.now(), actor=CLIENT)
+
+
 def test_an_enqueue_notifies_only_while_a_worker_is_listed(
     pg_url: str, db: Database, clock: FakeClock
 ) -> None:
@@ -101,18 +131,9 @@ def test_listing_waits_for_the_enqueues_that_skipped_their_notify(
 ) -> None:
     """An enqueue that found nobody listed and has not committed yet: a worker that lists
     itself now waits for it before its next claim, which then sees the enqueued row."""
-    enqueued, release = threading.Event(), threading.Event()
-
-    def open_enqueue() -> None:
-        with db.transaction() as uow:
-            store_and_hand_off(uow, [version("in-flight", "v1")], now=clock.now(), actor=CLIENT)
-            enqueued.set()
-            assert release.wait(WAIT)
-
-    enqueue = threading.Thread(target=open_enqueue)
+    enqueue = OpenEnqueue(db, clock, "in-flight")
     enqueue.start()
     try:
-        assert enqueued.wait(WAIT)
         with listening(pg_url) as conn:
             subscribe(db, "w-barrier", a_session(conn))
         # Still open: a short wait gives up (the worker's poll finds that job instead).
@@ -132,12 +153,11 @@ def test_listing_waits_for_the_enqueues_that_skipped_their_notify(
         waiter.start()
         time.sleep(0.3)
         assert waited == []  # held up by the open enqueue
-        release.set()
+        enqueue.commit()
         waiter.join(WAIT)
         assert waited == [True]
     finally:
-        release.set()
-        enqueue.join(WAIT)
+        enqueue.commit()
     (row,) = of_reference(db, "in-flight")
     assert row.state is HandoffState.QUEUED  # committed: the claim after the wait sees it
 
@@ -167,10 +187,7 @@ def test_a_worker_is_listed_while_idle_not_while_it_has_a_backlog_nor_once_stopp
         with running(worker, WAIT):
             wait_for(lambda: listed(db) == [worker.id], WAIT)  # its first claim came back empty
             refs = [f"backlog-{n}" for n in range(60)]
-            with db.transaction() as uow:
-                store_and_hand_off(
-                    uow, [version(r, "v1") for r in refs], now=clock.now(), actor=CLIENT
-                )
+            enqueue_backlog(db, clock, refs)
             wait_for(lambda: listed(db) == [], WAIT)  # a full claim: off the list
             wait_for(lambda: handler.ran == set(refs), WAIT)
             wait_for(lambda: listed(db) == [worker.id], WAIT)  # drained: listed again
@@ -189,34 +206,20 @@ def test_a_worker_going_idle_finds_the_job_of_an_enqueue_that_skipped_its_notify
     worker = Worker(db, handler, config=HOURLY)
     stop = threading.Event()
     worker.start_listener(stop)
-    looked, release = threading.Event(), threading.Event()
-
-    def open_enqueue() -> None:
-        with db.transaction() as uow:
-            store_and_hand_off(uow, [version("skipped", "v1")], now=clock.now(), actor=CLIENT)
-            looked.set()
-            assert release.wait(WAIT)
-
-    enqueue = threading.Thread(target=open_enqueue)
+    enqueue = OpenEnqueue(db, clock, "skipped")
     try:
         with running(worker, WAIT):
             wait_for(lambda: listed(db) == [worker.id], WAIT)
-            refs = [f"backlog-{n}" for n in range(60)]
-            with db.transaction() as uow:
-                records = [version(r, "v1") for r in refs]
-                store_and_hand_off(uow, records, now=clock.now(), actor=CLIENT)
+            enqueue_backlog(db, clock, [f"backlog-{n}" for n in range(60)])
             wait_for(lambda: listed(db) == [], WAIT)
             enqueue.start()
-            assert looked.wait(WAIT)
             wait_for(lambda: listed(db) == [worker.id], WAIT)  # drained, listed, waiting for us
             time.sleep(0.2)
-            release.set()
+            enqueue.commit()
             wait_for(lambda: "skipped" in handler.ran, WAIT)
     finally:
-        release.set()
+        enqueue.commit()
         stop.set()
-        if enqueue.is_alive():
-            enqueue.join(WAIT)
 
 
 def test_a_worker_lists_itself_again_after_its_listener_reconnects(
