@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Integer, LargeBinary, insert, inspect
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Connection, Integer, LargeBinary, insert, inspect, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.types import TypeEngine
@@ -68,6 +70,12 @@ PG_DOMAINS = {
     "handoff_events.to_state": "handoff_state",
     "handoff_events.reason_code": "handoff_reason_code",
     "ingestion_jobs.reason_code": "handoff_reason_code",
+    # The checks of the rows every enqueue and claim writes (migration 038).
+    "ingestion_handoffs.attempts": "handoff_count",
+    "ingestion_handoffs.failures": "handoff_count",
+    "ingestion_handoffs.crashes": "handoff_count",
+    "scrape_records.reference_id": "scrape_reference_id",
+    "scrape_records.payload_hash": "scrape_payload_hash",
 }
 #: Full-text search is engine-specific, so tables.py leaves it out: PostgreSQL has a generated
 #: tsvector column with a GIN index, SQLite an FTS5 table (and its shadow tables) with triggers.
@@ -226,13 +234,22 @@ def test_the_migrated_schema_has_the_partial_unique_and_lookup_indexes(db_url: s
         ("handoff_events", "reason_code", "because"),
         ("handoff_events", "actor", "someone"),
         ("ingestion_jobs", "reason_code", "because"),
+        ("ingestion_handoffs", "attempts", -1),
+        ("ingestion_handoffs", "failures", -1),
+        ("ingestion_handoffs", "crashes", -1),
+        ("scrape_records", "reference_id", ""),
+        ("scrape_records", "reference_id", "r" * 513),
+        ("scrape_records", "payload_hash", "sha256:" + "0" * 63),
+        ("scrape_records", "payload_hash", "sha256:" + "0" * 65),
+        ("scrape_records", "payload_hash", "sha512:" + "0" * 64),
+        ("scrape_records", "payload_hash", "0" * 71),
     ],
 )
 def test_a_value_outside_a_columns_list_is_refused(
-    db_url: str, table: str, column: str, bad: str
+    db_url: str, table: str, column: str, bad: str | int
 ) -> None:
-    """The lists are the database's, whether CHECK constraints (SQLite) or domains
-    (PostgreSQL): the row with the listed value goes in, the same row with `bad` does not."""
+    """The lists and formats are the database's, whether CHECK constraints (SQLite) or domains
+    (PostgreSQL): the row with a valid value goes in, the same row with `bad` does not."""
     now = datetime.now(UTC)
     handoff = {
         "reference_id": "ref",
@@ -262,6 +279,16 @@ def test_a_value_outside_a_columns_list_is_refused(
                 "to_state": "running",
                 "reason_code": "claimed",
             },
+            "scrape_records": {
+                "reference_id": "ref",
+                "payload_hash": "sha256:" + "0123456789abcdef" * 4,
+                "source": "test",
+                "fetched_at": now,
+                "content_type": "text/html",
+                "headers": {},
+                "body": b"<p>ok</p>",
+                "created_at": now,
+            },
             "ingestion_jobs": {
                 "handoff_id": handoff_id,
                 "lease_token": 1,
@@ -276,6 +303,66 @@ def test_a_value_outside_a_columns_list_is_refused(
             uow.conn.execute(insert(target).values({**rows[table], column: bad}))
         with db.transaction() as uow:  # the same row with its listed value is fine
             uow.conn.execute(insert(target).values(rows[table]))
+    finally:
+        db.dispose()
+
+
+_HEX_FORM = re.compile(r"sha256:[0-9a-f]{64}")
+_HASH_LIKE = st.text(alphabet="0123456789abcdefABCDEFg\n é", min_size=62, max_size=66).map(
+    lambda tail: "sha256:" + tail
+)
+
+
+def _domain_takes(conn: Connection, value: str) -> bool:
+    try:
+        with conn.begin_nested():
+            conn.execute(text("SELECT CAST(:v AS scrape_payload_hash)"), {"v": value})
+    except IntegrityError:  # check_violation
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sha256:" + "0123456789abcdef" * 4,
+        "sha256:" + "0" * 63 + "g",
+        "sha256:" + "A" * 64,
+        "sha256:" + "0" * 63 + "\n",
+        "sha256:" + "0" * 62 + "\n0",
+        "sha256:" + "0" * 63 + "é",
+        "sha256:" + " " + "0" * 63,
+        "SHA256:" + "0" * 64,
+        "sha256:" + "0" * 63,
+        "",
+    ],
+)
+def test_the_payload_hash_domain_takes_what_the_pattern_it_replaced_took(
+    pg_url: str, value: str
+) -> None:
+    """Migration 038 checks the hash's form with string functions instead of the pattern
+    '^sha256:[0-9a-f]{64}$': the same strings pass (upper case, a newline before the end,
+    non-ASCII, one digit short or over are all refused)."""
+    db = Database(pg_url)
+    try:
+        with db.transaction() as uow:
+            assert _domain_takes(uow.conn, value) == bool(_HEX_FORM.fullmatch(value))
+    finally:
+        db.dispose()
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=st.one_of(_HASH_LIKE, st.text(max_size=80)))
+def test_the_payload_hash_domain_agrees_with_the_pattern_on_any_string(
+    pg_url: str, value: str
+) -> None:
+    value = value.replace("\x00", "")  # PostgreSQL text holds no NUL
+    db = Database(pg_url)
+    try:
+        with db.transaction() as uow:
+            assert _domain_takes(uow.conn, value) == bool(_HEX_FORM.fullmatch(value)), value
     finally:
         db.dispose()
 
