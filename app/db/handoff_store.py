@@ -298,16 +298,33 @@ class HandoffStore:
         return sorted(((to_handoff(r), prev[r.id]) for r in rows), key=lambda p: p[0].id)
 
     def extend_leases(self, leases: Collection[Lease], until: datetime, now: datetime) -> set[int]:
-        """Heartbeat: push out the leases still held; returns the ids whose lease held."""
+        """Heartbeat: push out the leases still held; returns the ids whose lease held.
+
+        On PostgreSQL a row another transaction has locked (its result committing, an
+        operator's cancel) is skipped, not waited for: the worker's loop heartbeats, and a
+        claim must not wait behind a lock it does not need. A skipped lease that is still
+        current is returned as held (it was not extended this time; the next beat tries
+        again, well within the lease)."""
         if not leases:
             return set()
+        current = _leases_clause(leases)
+        target: Any = current
+        if self.conn.dialect.name == "postgresql":
+            free = select(handoffs.c.id).where(current).with_for_update(skip_locked=True)
+            target = handoffs.c.id.in_(free.scalar_subquery())
         rows = self.conn.execute(
             update(handoffs)
-            .where(_leases_clause(leases))
+            .where(target)
             .values(lease_expires_at=until, updated_at=now)
             .returning(handoffs.c.id)
         )
-        return {r.id for r in rows}
+        held = {r.id for r in rows}
+        if len(held) < len(leases) and target is not current:
+            skipped = [lease for lease in leases if lease.handoff_id not in held]
+            held |= set(
+                self.conn.execute(select(handoffs.c.id).where(_leases_clause(skipped))).scalars()
+            )
+        return held
 
     def finish_leases(self, leases: Collection[Lease], values: Mapping[str, Any]) -> list[Handoff]:
         """Move running handoffs whose lease token is still current; others are left alone."""

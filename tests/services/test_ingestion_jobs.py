@@ -8,8 +8,9 @@ from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 
 from app.db import tables
 from app.db.uow import Database
@@ -215,6 +216,38 @@ def test_a_heartbeat_extends_only_current_leases(db: Database, clock: FakeClock)
     assert get(db, new_a.handoff.id).lease_expires_at == before
     assert heartbeat(db, clock, old_a.lease, new_a.lease) == {new_a.handoff.id}
     assert get(db, new_a.handoff.id).lease_expires_at == clock.now() + LEASE
+
+
+def test_a_heartbeat_skips_a_row_another_transaction_holds_and_keeps_its_lease(
+    pg_url: str, clock: FakeClock
+) -> None:
+    """PostgreSQL: the worker's loop heartbeats, so a row locked by another transaction (its
+    result committing, an operator's cancel) must not hold the loop up. The lease is skipped,
+    still reported held, and extended by the next beat once the lock has gone."""
+    db = Database(pg_url)
+    try:
+        queued(db, clock, "sku-a")
+        queued(db, clock, "sku-b")
+        first, second = sorted(claim(db, clock, 2), key=lambda j: j.handoff.reference_id)
+        before = get(db, first.handoff.id).lease_expires_at
+        clock.advance(10)
+        with psycopg.connect(pg_url) as other:
+            other.execute(
+                "SELECT 1 FROM ingestion_handoffs WHERE id = %s FOR UPDATE", (first.handoff.id,)
+            )
+            with db.transaction() as uow:
+                uow.conn.execute(text("SET LOCAL lock_timeout = '2s'"))  # waiting would fail
+                held = ingestion.heartbeat(
+                    uow, [first.lease, second.lease], now=clock.now(), lease=LEASE
+                )
+            assert held == {first.handoff.id, second.handoff.id}
+            assert get(db, first.handoff.id).lease_expires_at == before  # skipped this time
+            assert get(db, second.handoff.id).lease_expires_at == clock.now() + LEASE
+            other.rollback()
+        assert heartbeat(db, clock, first.lease) == {first.handoff.id}
+        assert get(db, first.handoff.id).lease_expires_at == clock.now() + LEASE
+    finally:
+        db.dispose()
 
 
 def test_a_heartbeat_of_nothing_is_nothing(db: Database, clock: FakeClock) -> None:
