@@ -307,10 +307,10 @@ class HandoffStore:
         again, well within the lease)."""
         if not leases:
             return set()
-        current = _leases_clause(leases)
-        target: Any = current
-        if self.conn.dialect.name == "postgresql":
-            free = select(handoffs.c.id).where(current).with_for_update(skip_locked=True)
+        skip_locked = self.conn.dialect.name == "postgresql"
+        target = _leases_clause(leases)
+        if skip_locked:
+            free = select(handoffs.c.id).where(target).with_for_update(skip_locked=True)
             target = handoffs.c.id.in_(free.scalar_subquery())
         rows = self.conn.execute(
             update(handoffs)
@@ -319,7 +319,7 @@ class HandoffStore:
             .returning(handoffs.c.id)
         )
         held = {r.id for r in rows}
-        if len(held) < len(leases) and target is not current:
+        if skip_locked and len(held) < len(leases):
             skipped = [lease for lease in leases if lease.handoff_id not in held]
             held |= set(
                 self.conn.execute(select(handoffs.c.id).where(_leases_clause(skipped))).scalars()
