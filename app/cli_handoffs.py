@@ -38,6 +38,7 @@ from app.db import migrations
 from app.db.uow import Database, UnitOfWork
 from app.domain.clock import SystemClock
 from app.domain.errors import HandoffError, InvalidInput, NotFound
+from app.domain.numbers import parse_count
 from app.domain.queries import MAX_ID, HandoffFilter
 from app.domain.reconcile import Kind
 from app.domain.states import HandoffState, ReasonCode
@@ -288,15 +289,16 @@ def _why(uow: UnitOfWork, target: str, by_reference: bool) -> views.WhyAnswer:
     now = SystemClock().now()
     ids: list[int] = []
     reference = target
-    if not by_reference and target.isdigit() and 0 < int(target) <= MAX_ID:
-        found = uow.handoffs.get(int(target))
+    as_id = None if by_reference else parse_count(target)
+    if as_id is not None and 0 < as_id <= MAX_ID:
+        found = uow.handoffs.get(as_id)
         if found is not None:
             ids, reference = [found.id], found.reference_id
     if not ids:
         try:
             history = handoff_queries.reference_history(uow, target)
         except NotFound as exc:
-            what = "reference" if by_reference or not target.isdigit() else "handoff or reference"
+            what = "reference" if as_id is None else "handoff or reference"
             raise NotFound(f"no {what} {target!r}") from exc
         ids = [h.id for h in history.handoffs[:_WHY_MAX]]
     items = []

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.domain.errors import RequestTooLarge
+from app.domain.numbers import parse_count
 
 
 class _Exceeded(Exception):
@@ -28,8 +29,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        declared = parse_count(Headers(scope=scope).get("content-length", ""))
+        if declared is not None and declared > self.max_bytes:
             await self.refuse(scope, receive, send)
             return
         await _LimitedRequest(self, scope, receive, send).run()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
+from app.domain.numbers import parse_count
 from app.domain.states import HandoffState, ReasonCode, RetryClass
 
 
@@ -146,8 +147,9 @@ def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
     if value is None or not value.strip():
         return None
     text = value.strip()
-    if text.isdigit():
-        return timedelta(seconds=int(text))
+    seconds = parse_count(text)
+    if seconds is not None:
+        return timedelta(seconds=seconds)
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError):

@@ -18,6 +18,8 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.bufferedreaders import ChunkedDataReader
 from warcio.exceptions import ArchiveLoadFailed
 
+from app.domain.numbers import parse_count
+
 #: HTTP headers describing the stored bytes rather than the payload; dropped once undone.
 _FRAMING_HEADERS = frozenset({"transfer-encoding", "content-length"})
 
@@ -119,7 +121,7 @@ def _with_position(record: ArchiveRecord, position: int) -> ArchiveRecord:
 def _parse(path: Path, record: Any, where: Callable[[], int], max_body_bytes: int) -> ArchiveRecord:
     rec = record.rec_headers
     declared = rec.get_header("Content-Length")
-    if declared is None or not declared.strip().isdigit():
+    if declared is None or parse_count(declared.strip()) is None:
         raise ArchiveError(path, where(), f"invalid record Content-Length {declared!r}")
     common: dict[str, Any] = {
         "rec_type": record.rec_type,
@@ -154,8 +156,8 @@ def _parse(path: Path, record: Any, where: Callable[[], int], max_body_bytes: in
     offset = where()
     if len(body) > max_body_bytes:
         return ArchiveRecord(**common, offset=offset, status=status, too_large=True)
-    length = headers.get("content-length", "").strip()
-    if not chunked and length.isdigit() and int(length) != len(body):
+    length = parse_count(headers.get("content-length", "").strip())
+    if not chunked and length is not None and length != len(body):
         raise ArchiveError(
             path,
             offset,

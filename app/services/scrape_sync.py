@@ -35,6 +35,7 @@ from app.db.uow import UnitOfWork
 from app.domain import ssrf
 from app.domain.clock import Clock
 from app.domain.errors import BodyTooLarge, FetchRefused, InvalidInput
+from app.domain.numbers import parse_count
 from app.domain.payload import normalise_content_type
 from app.domain.records import PreparedRecord, ScrapeSubmission
 from app.services import scrape_storage
@@ -191,8 +192,8 @@ def _follow(
 def _read(response: httpx.Response, config: SyncConfig, deadline: float) -> bytes:
     """The body as sent, refused as soon as it outgrows the limit (declared or streamed)."""
     limit = config.max_response_bytes
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = parse_count(response.headers.get("content-length", ""))
+    if declared is not None and declared > limit:
         raise _Failed(FetchError.TOO_LARGE, f"the response declares {declared} bytes (> {limit})")
     chunks: list[bytes] = []
     size = 0

@@ -291,7 +291,7 @@ def test_a_bad_filter_is_a_422_page_naming_the_field(dash: Dash, query: str, fie
 
 def test_an_unknown_handoff_is_a_404_page(dash: Dash) -> None:
     dash.login(Scope.READ)
-    for raw in ("999999", "0", "abc", str(2**64)):
+    for raw in ("999999", "0", "abc", str(2**64), "²"):
         assert dash.client.get(f"/ops/handoffs/{raw}").status_code == 404
 
 

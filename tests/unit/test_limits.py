@@ -34,14 +34,14 @@ async def answers_400_to_read_errors(scope: Scope, receive: Receive, send: Send)
 
 
 class Call:
-    def __init__(self, chunks: list[bytes], content_length: int | None = None) -> None:
+    def __init__(self, chunks: list[bytes], content_length: int | str | None = None) -> None:
         self.pending: list[Message] = [
             {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
             for i, c in enumerate(chunks)
         ]
         headers = [(b"content-type", b"application/json")]
         if content_length is not None:
-            headers.append((b"content-length", str(content_length).encode()))
+            headers.append((b"content-length", str(content_length).encode("latin-1")))
         self.scope: Scope = {
             "type": "http",
             "method": "POST",
@@ -85,6 +85,14 @@ def test_a_declared_length_over_the_limit_is_refused_before_reading() -> None:
     assert problem["title"] == "RequestTooLarge"
     assert problem["limit_bytes"] == LIMIT
     assert f"limit of {LIMIT} bytes" in problem["detail"]
+
+
+def test_a_declared_length_in_other_digits_is_not_a_length() -> None:
+    """'²' is a digit to `str.isdigit` but no number to `int`: the body is read and limited as
+    one with no usable Content-Length, instead of the request failing with a 500."""
+    call = Call([b"x" * 5], content_length="²").run(echo_size)
+    assert call.status == 200
+    assert call.body == b"5"
 
 
 def test_the_default_limit_is_named_in_bytes_and_mebibytes() -> None:

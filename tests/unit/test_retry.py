@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.domain.retry import Backoff, Counters, Decision, RetryPolicy, decide
+from app.domain.retry import Backoff, Counters, Decision, RetryPolicy, decide, parse_retry_after
 from app.domain.states import HandoffState, ReasonCode, RetryClass
 from app.settings import Settings
 from app.worker.runner import WorkerConfig
@@ -277,3 +277,13 @@ def test_the_retry_settings_set_a_workers_waits_and_nothing_else() -> None:
         Settings(retry_base_seconds=0)
     with pytest.raises(ValidationError, match="crash_retry_seconds"):
         Settings(crash_retry_seconds=-1)
+
+
+@pytest.mark.parametrize(
+    ("value", "delay"),
+    [("120", timedelta(minutes=2)), (" 7 ", timedelta(seconds=7)), ("²", None), ("soon", None)],
+)
+def test_a_retry_after_is_delay_seconds_in_ascii_digits_or_none(
+    value: str, delay: timedelta | None
+) -> None:
+    assert parse_retry_after(value, datetime(2026, 1, 1, tzinfo=UTC)) == delay

@@ -19,6 +19,7 @@ from app.api.ops.session import CSRF_FIELD, NotAllowed, Session, Viewer
 from app.api.ops.views import chart, list_query
 from app.api.routers import handoffs
 from app.domain.errors import HandoffError, NotFound
+from app.domain.numbers import parse_count
 from app.domain.queries import MAX_ID
 from app.domain.states import HandoffState, ReasonCode
 from app.domain.tokens import Scope
@@ -131,9 +132,10 @@ def _list(request: Request, db: DB, clock: AppClock, settings: AppSettings) -> d
 
 
 def _handoff_id(raw: str) -> int:
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+    handoff_id = parse_count(raw)
+    if handoff_id is None or not 1 <= handoff_id <= MAX_ID:
         raise NotFound(f"no handoff {raw!r}", field="handoff_id")
-    return int(raw)
+    return handoff_id
 
 
 @router.get("/handoffs/{handoff_id}")
