@@ -192,10 +192,10 @@ class HandoffStore:
     def split_enqueued(
         self, result: Sequence[Mapping[str, Any]]
     ) -> tuple[list[HandedOff], list[HandedOff]]:
-        """The rows of an `ENQUEUE_CTES` statement: (inserted, existing before it)."""
-        inserted = [handed_off_from(r) for r in result if not r["existed"]]
+        """`split_enqueued` of a statement run in this store's transaction."""
+        inserted, existed = split_enqueued(result)
         self.note_inserted(inserted)  # the statement wrote their creation events
-        return inserted, [handed_off_from(r) for r in result if r["existed"]]
+        return inserted, existed
 
     def transition(
         self, handoff_id: int, from_states: Collection[HandoffState], values: Mapping[str, Any]
@@ -453,8 +453,13 @@ ENQUEUE_RESULT = """
         WHERE x.reference_id = v.reference_id AND x.payload_hash = v.payload_hash
         OFFSET 0
     ) x
+    {one}
     ORDER BY id
 """
+#: ... over a CTE `v` of one version: a pair `h` inserted had no handoff before, so the
+#: look-up is skipped (a gating filter, evaluated once).
+ENQUEUE_RESULT_ONE = ENQUEUE_RESULT.format(one="WHERE NOT EXISTS (SELECT 1 FROM h)")
+ENQUEUE_RESULT = ENQUEUE_RESULT.format(one="")
 ENQUEUE_CTES = ENQUEUE_INSERT + ENQUEUE_RESULT
 
 _INSERT_ENQUEUED_PG = text(
@@ -488,6 +493,14 @@ _PROMOTE_WAITING_SQL = pg_text(
         """
     )
 )
+
+
+def split_enqueued(
+    result: Sequence[Mapping[str, Any]],
+) -> tuple[list[HandedOff], list[HandedOff]]:
+    """The rows of an `ENQUEUE_CTES` statement: (inserted, existing before it)."""
+    inserted = [handed_off_from(r) for r in result if not r["existed"]]
+    return inserted, [handed_off_from(r) for r in result if r["existed"]]
 
 
 def enqueue_params(

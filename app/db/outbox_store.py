@@ -15,7 +15,7 @@ from sqlalchemy import Connection, text
 from app.db.handoff_store import (
     ENQUEUE_CTES,
     ENQUEUE_INSERT,
-    ENQUEUE_RESULT,
+    ENQUEUE_RESULT_ONE,
     HandoffStore,
     enqueue_params,
 )
@@ -54,18 +54,18 @@ class OutboxStore:
             )
         return self.handoffs.split_enqueued(driver_rows(self.conn, _STORE_AND_ENQUEUE_SQL, params))
 
-    def store_and_enqueue_whole(
-        self, record: PreparedRecord, row: Mapping[str, Any], *, actor: str, now: datetime
-    ) -> tuple[list[HandedOff], list[HandedOff]]:
-        """PostgreSQL only: one version in one statement that is whole on its own, so it may
-        commit by itself (autocommit). It queues the handoff and stores the record together,
-        or, if the handoff is refused (the reference has unfinished work, or a later version),
-        writes nothing at all. Returns what `store_and_enqueue` returns: a duplicate pair
-        comes back among the existing handoffs; a refused one in neither list."""
-        params = {**record_params([record], now), **enqueue_params([row], actor=actor, now=now)}
-        return self.handoffs.split_enqueued(
-            driver_rows(self.conn, _STORE_IF_QUEUED_ONE_SQL, _scalars(params))
-        )
+
+def store_if_queued_statement(
+    record: PreparedRecord, row: Mapping[str, Any], *, actor: str, now: datetime
+) -> tuple[str, dict[str, Any]]:
+    """PostgreSQL only: one version in one statement that is whole on its own, so it may
+    commit by itself (`Database.execute_whole`). It queues the handoff and stores the record
+    together, or, if the handoff is refused (the reference has unfinished work, or a later
+    version), writes nothing at all. Its rows are those of `ENQUEUE_CTES` (see
+    `split_enqueued`): a duplicate pair comes back as an existing handoff; a refused one not
+    at all."""
+    params = {**record_params([record], now), **enqueue_params([row], actor=actor, now=now)}
+    return _STORE_IF_QUEUED_ONE_SQL, _scalars(params)
 
 
 def _scalars(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,5 +129,9 @@ _STORE_IF_QUEUED = _store_records(
            )"""
 )
 _STORE_AND_ENQUEUE_SQL = pg_text(text(_BATCH + _STORE_AND_ENQUEUE + ENQUEUE_CTES))
-_STORE_AND_ENQUEUE_ONE_SQL = pg_text(text(_ONE + _STORE_AND_ENQUEUE + ENQUEUE_CTES))
-_STORE_IF_QUEUED_ONE_SQL = pg_text(text(_ONE + ENQUEUE_INSERT + _STORE_IF_QUEUED + ENQUEUE_RESULT))
+_STORE_AND_ENQUEUE_ONE_SQL = pg_text(
+    text(_ONE + _STORE_AND_ENQUEUE + ENQUEUE_INSERT + ENQUEUE_RESULT_ONE)
+)
+_STORE_IF_QUEUED_ONE_SQL = pg_text(
+    text(_ONE + ENQUEUE_INSERT + _STORE_IF_QUEUED + ENQUEUE_RESULT_ONE)
+)

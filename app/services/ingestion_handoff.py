@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import structlog
 
 from app import metrics
-from app.db.uow import UnitOfWork
+from app.db.handoff_store import split_enqueued
+from app.db.outbox_store import store_if_queued_statement
+from app.db.uow import Database, UnitOfWork, run_after_commit
 from app.domain.errors import Conflict, Contention, NotFound
 from app.domain.models import HandedOff, Handoff, NewEvent
 from app.domain.records import PreparedRecord
@@ -26,6 +29,7 @@ from app.domain.states import (
     TERMINAL_STATES,
     EnqueueOutcome,
     HandoffState,
+    Move,
     ReasonCode,
 )
 
@@ -99,22 +103,25 @@ def enqueue(
 
 
 def enqueue_whole(
-    uow: UnitOfWork, record: PreparedRecord, *, now: datetime, actor: str
+    db: Database, record: PreparedRecord, *, now: datetime, actor: str
 ) -> EnqueueResult | None:
-    """Store and hand off one version in a single statement that commits by itself (PostgreSQL,
-    `uow` in autocommit): the commonest submission, a new version of a reference with no
-    unfinished work, or a duplicate. None if the statement wrote nothing because the version
-    needs deciding against the reference's other handoffs: `enqueue` with `store` does that,
-    in a transaction."""
+    """Store and hand off one version in a single statement that commits by itself
+    (PostgreSQL): the commonest submission, a new version of a reference with no unfinished
+    work, or a duplicate. None if the statement wrote nothing because the version needs
+    deciding against the reference's other handoffs: `enqueue` with `store` does that, in a
+    transaction."""
     row = _row(record, now, HandoffState.QUEUED, ReasonCode.ENQUEUED, EnqueueOutcome.CREATED)
-    inserted, existed = uow.outbox.store_and_enqueue_whole(record, row, actor=actor, now=now)
+    statement, params = store_if_queued_statement(record, row, actor=actor, now=now)
+    inserted, existed = split_enqueued(db.execute_whole(statement, params))
     if inserted:
-        result = _result(inserted[0], inserted[0].enqueue_outcome)
+        (handed,) = inserted
+        result = _result(handed, handed.enqueue_outcome)
+        moves: list[Move] = [(None, handed.state, handed.reason_code)]
     elif existed:
-        result = _duplicate(existed[0])
+        result, moves = _duplicate(existed[0]), []
     else:
         return None
-    uow.on_commit(lambda: _report([result], actor))
+    run_after_commit([partial(metrics.count_transitions, moves), partial(_report, [result], actor)])
     return result
 
 

@@ -60,10 +60,7 @@ def submit(
     """
     if len(records) == 1 and db.dialect == "postgresql":
         (record,) = records
-        done = db.run(
-            lambda uow: ingestion_handoff.enqueue_whole(uow, record, now=now, actor=actor),
-            autocommit=True,
-        )
+        done = ingestion_handoff.enqueue_whole(db, record, now=now, actor=actor)
         if done is not None:
             return [done]
     return db.run(lambda uow: store_and_hand_off(uow, records, now=now, actor=actor))

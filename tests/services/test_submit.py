@@ -5,16 +5,16 @@ transaction then decides it. Every outcome is checked on both engines, through `
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from sqlalchemy import delete
+from sqlalchemy.exc import DataError
 
 from app.db import tables
-from app.db.uow import Database, UnitOfWork
+from app.db.uow import Database
 from app.domain.clock import FakeClock
-from app.domain.records import PreparedRecord
 from app.domain.states import EnqueueOutcome, HandoffState, ReasonCode
 from app.services import ingestion_handoff
-from app.services.ingestion_handoff import EnqueueResult
 from app.services.scrape_storage import store_and_hand_off, submit
 from tests.support import CLIENT, at, claim_one, count_rows, events, version
 
@@ -120,11 +120,7 @@ def test_the_single_statement_writes_nothing_for_a_version_it_cannot_settle(
         submit(db, [version("sku-1", "v1", fetched_at=at(0))], now=clock.now(), actor=CLIENT)
         before = counts(db)
         for later in (version("sku-1", "v2", fetched_at=at(1)), version("sku-1", "v0")):
-
-            def whole(uow: UnitOfWork, rec: PreparedRecord = later) -> EnqueueResult | None:
-                return ingestion_handoff.enqueue_whole(uow, rec, now=clock.now(), actor=CLIENT)
-
-            assert db.run(whole, autocommit=True) is None
+            assert ingestion_handoff.enqueue_whole(db, later, now=clock.now(), actor=CLIENT) is None
             assert counts(db) == before
     finally:
         db.dispose()
@@ -159,6 +155,55 @@ def test_a_pooled_connection_leaves_autocommit_behind(pg_url: str, clock: FakeCl
 
         with pytest.raises(Boom):
             store_then_fail()
+        assert counts(db) == {t: 1 for t in TABLES}
+    finally:
+        db.dispose()
+
+
+def test_whole_statements_are_for_postgresql(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    try:
+        with pytest.raises(ValueError, match="PostgreSQL"):
+            db.execute_whole("SELECT 1", {})
+    finally:
+        db.dispose()
+
+
+def test_a_failed_whole_statement_raises_and_leaves_autocommit_behind(
+    pg_url: str, clock: FakeClock
+) -> None:
+    """The statement's error comes out as SQLAlchemy's (as every other statement's does), and
+    the one pooled connection it failed on goes back a transactional connection."""
+    db = Database(pg_url, pool_size=1)
+    try:
+        with pytest.raises(DataError, match="division by zero"):
+            db.execute_whole("SELECT 1 / %(zero)s AS n", {"zero": 0})
+        assert db.execute_whole("SELECT 1 / %(one)s AS n", {"one": 1}) == [{"n": 1}]
+
+        def store_then_fail() -> None:
+            with db.transaction() as uow:
+                store_and_hand_off(uow, [version("sku-1", "v1")], now=clock.now(), actor=CLIENT)
+                raise Boom
+
+        with pytest.raises(Boom):
+            store_then_fail()
+        assert counts(db) == {t: 0 for t in TABLES}
+    finally:
+        db.dispose()
+
+
+def test_a_whole_statement_retries_on_a_new_connection_after_the_server_dropped_one(
+    pg_url: str, clock: FakeClock
+) -> None:
+    db = Database(pg_url, pool_size=1)
+    try:
+        ((first,),) = [r.values() for r in db.execute_whole("SELECT pg_backend_pid()", {})]
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+        (result,) = submit(db, [version("sku-1", "v1")], now=clock.now(), actor=CLIENT)
+        assert result.outcome is EnqueueOutcome.CREATED
+        ((second,),) = [r.values() for r in db.execute_whole("SELECT pg_backend_pid()", {})]
+        assert second != first
         assert counts(db) == {t: 1 for t in TABLES}
     finally:
         db.dispose()
