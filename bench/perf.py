@@ -26,9 +26,10 @@ Figures (see docs/benchmarks.md, "Performance harness"):
 5. Handoff and the raw reference on SQLite (a file in a temp dir): enqueue and drain.
 
 Every timed phase starts from the same state (emptied tables, VACUUM ANALYZE, CHECKPOINT), after
-an untimed warm-up; systems run back to back, alternating which goes first; figures are medians
-over the rounds. Ratios are handoff / procrastinate and handoff / raw_sql (above 1: Handoff is
-faster, or for latencies and claim times, slower).
+an untimed warm-up (and, for enqueues, half the phase's job count queued); systems run back to
+back, alternating which goes first; figures are medians over the rounds. Ratios are handoff /
+procrastinate and handoff / raw_sql (above 1: Handoff is faster, or for latencies and claim
+times, slower).
 
 The script also runs itself as a worker subprocess (`--child SYSTEM`).
 """
