@@ -437,7 +437,7 @@ ENQUEUE_INSERT = """
 """
 #: ... then an `enqueued` event per row inserted, and the statement's rows: those inserted and
 #: the pairs' handoffs from before it. A statement may put CTEs of its own between the two.
-ENQUEUE_RESULT = """
+_ENQUEUE_RESULT = """
     e AS (
         INSERT INTO handoff_events (handoff_id, at, actor, to_state, reason_code, detail)
         SELECT h.id, :now, :actor, h.state, h.reason_code, h.enqueue_outcome FROM h
@@ -458,8 +458,8 @@ ENQUEUE_RESULT = """
 """
 #: ... over a CTE `v` of one version: a pair `h` inserted had no handoff before, so the
 #: look-up is skipped (a gating filter, evaluated once).
-ENQUEUE_RESULT_ONE = ENQUEUE_RESULT.format(one="WHERE NOT EXISTS (SELECT 1 FROM h)")
-ENQUEUE_RESULT = ENQUEUE_RESULT.format(one="")
+ENQUEUE_RESULT_ONE = _ENQUEUE_RESULT.format(one="WHERE NOT EXISTS (SELECT 1 FROM h)")
+ENQUEUE_RESULT = _ENQUEUE_RESULT.format(one="")
 ENQUEUE_CTES = ENQUEUE_INSERT + ENQUEUE_RESULT
 
 _INSERT_ENQUEUED_PG = text(

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
-from sqlalchemy import Connection, Row, Table, TextClause
+from sqlalchemy import Connection, Dialect, PoolProxiedConnection, Row, Table, TextClause
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -43,20 +43,28 @@ def driver_rows(
             cur.execute(statement, params)
             return cur.fetchall()
     except psycopg.Error as exc:
-        # As SQLAlchemy does for its own statements: a lost connection is invalidated (the
-        # pool replaces it) and flagged, so `Database.run` retries on a fresh one.
-        gone = conn.dialect.is_disconnect(cast(Any, exc), conn.connection, None)
-        err = DBAPIError.instance(
-            statement,
-            dict(params),
-            exc,
-            psycopg.Error,
-            connection_invalidated=gone,
-            dialect=conn.dialect,
-        )
-        if gone:
-            conn.invalidate(err)
+        err = driver_error(conn.dialect, conn.connection, statement, params, exc)
+        if err.connection_invalidated:
+            conn.invalidate(err)  # the pool replaces it; `Database.run` retries on a fresh one
         raise err from exc
+
+
+def driver_error(
+    dialect: Dialect,
+    pooled: PoolProxiedConnection,
+    statement: str,
+    params: Mapping[str, Any],
+    exc: psycopg.Error,
+) -> DBAPIError:
+    """A psycopg error of a statement sent past SQLAlchemy, as SQLAlchemy raises its own: its
+    error class, flagged `connection_invalidated` if the connection is lost (the caller
+    invalidates it, so the pool replaces it and retries run on a fresh one)."""
+    gone = dialect.is_disconnect(cast(Any, exc), pooled, None)
+    err = DBAPIError.instance(
+        statement, dict(params), exc, psycopg.Error, connection_invalidated=gone, dialect=dialect
+    )
+    assert isinstance(err, DBAPIError)  # a psycopg.Error is a DB-API error
+    return err
 
 
 def to_handoff(row: Row[Any]) -> Handoff:

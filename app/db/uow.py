@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cached_property, partial
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import psycopg
 import structlog
@@ -23,6 +23,7 @@ from app.db.job_store import JobStore
 from app.db.outbox_store import OutboxStore
 from app.db.reconcile_queries import ReconcileQueries
 from app.db.record_store import RecordStore
+from app.db.rows import driver_error
 from app.db.token_store import TokenStore
 from app.db.wakeup_store import WakeupStore
 from app.db.work_store import WorkStore
@@ -206,18 +207,8 @@ class Database:
                     cur.execute(statement, params)
                     return cur.fetchall()
             except psycopg.Error as exc:
-                # As SQLAlchemy does for its own statements: raised as its error, a lost
-                # connection invalidated (the pool replaces it) and flagged for a retry.
-                gone = self.engine.dialect.is_disconnect(cast(Any, exc), pooled, None)
-                err = DBAPIError.instance(
-                    statement,
-                    dict(params),
-                    exc,
-                    psycopg.Error,
-                    connection_invalidated=gone,
-                    dialect=self.engine.dialect,
-                )
-                if gone:
+                err = driver_error(self.engine.dialect, pooled, statement, params, exc)
+                if err.connection_invalidated:
                     pooled.invalidate(err)
                 raise err from exc
             finally:

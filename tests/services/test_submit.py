@@ -139,6 +139,13 @@ class Boom(Exception):
     pass
 
 
+def store_then_fail(db: Database, clock: FakeClock, reference_id: str) -> None:
+    """Store and hand off one version in a transaction that then raises: it must roll back."""
+    with db.transaction() as uow:
+        store_and_hand_off(uow, [version(reference_id, "v1")], now=clock.now(), actor=CLIENT)
+        raise Boom
+
+
 def test_a_pooled_connection_leaves_autocommit_behind(pg_url: str, clock: FakeClock) -> None:
     """One pooled connection: after an autocommit unit of work (ended well or by an error), the
     next transaction on it is a transaction again, and rolls back whole."""
@@ -147,14 +154,8 @@ def test_a_pooled_connection_leaves_autocommit_behind(pg_url: str, clock: FakeCl
         submit(db, [version("sku-1", "v1")], now=clock.now(), actor=CLIENT)
         with pytest.raises(Boom), db.transaction(autocommit=True):
             raise Boom
-
-        def store_then_fail() -> None:
-            with db.transaction() as uow:
-                store_and_hand_off(uow, [version("sku-2", "v1")], now=clock.now(), actor=CLIENT)
-                raise Boom
-
         with pytest.raises(Boom):
-            store_then_fail()
+            store_then_fail(db, clock, "sku-2")
         assert counts(db) == {t: 1 for t in TABLES}
     finally:
         db.dispose()
@@ -179,14 +180,8 @@ def test_a_failed_whole_statement_raises_and_leaves_autocommit_behind(
         with pytest.raises(DataError, match="division by zero"):
             db.execute_whole("SELECT 1 / %(zero)s AS n", {"zero": 0})
         assert db.execute_whole("SELECT 1 / %(one)s AS n", {"one": 1}) == [{"n": 1}]
-
-        def store_then_fail() -> None:
-            with db.transaction() as uow:
-                store_and_hand_off(uow, [version("sku-1", "v1")], now=clock.now(), actor=CLIENT)
-                raise Boom
-
         with pytest.raises(Boom):
-            store_then_fail()
+            store_then_fail(db, clock, "sku-1")
         assert counts(db) == {t: 0 for t in TABLES}
     finally:
         db.dispose()
