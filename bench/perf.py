@@ -46,6 +46,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import queue
 import shutil
 import sqlite3
 import statistics
@@ -631,6 +632,25 @@ def _client_process(
         client.close()
 
 
+def _client_spans(
+    kind: ClientKind, processes: Sequence[Any], out: Any
+) -> list[tuple[float, float]]:
+    """Each client's (start, end) as it reports them. A client that exits without reporting
+    (it failed; its traceback is on stderr) fails the phase at once, not after the timeout."""
+    spans: list[tuple[float, float]] = []
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while len(spans) < len(processes):
+        try:
+            spans.append(out.get(timeout=0.5))
+        except queue.Empty:
+            failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"{kind} client exited {failed[0]} before reporting") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{kind} clients did not finish in {DRAIN_TIMEOUT} s") from None
+    return spans
+
+
 def run_enqueue_parallel(
     kind: ClientKind, url: str, batches: Sequence[Sequence[Any]], clients: int
 ) -> float:
@@ -647,7 +667,12 @@ def run_enqueue_parallel(
     ]
     for p in processes:
         p.start()
-    spans = [out.get(timeout=DRAIN_TIMEOUT) for _ in processes]
+    try:
+        spans = _client_spans(kind, processes, out)
+    except BaseException:
+        for p in processes:
+            p.terminate()  # the others would wait at the barrier for the one that failed
+        raise
     for p in processes:
         p.join(60)
         if p.exitcode != 0:

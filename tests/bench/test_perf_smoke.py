@@ -3,8 +3,11 @@ phase claims through each system's own claim (Handoff's explained), and the docs
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 from tests.bench._load import load
 from tests.conftest import PG_ADMIN_URL
@@ -68,3 +71,14 @@ def test_tiny_phases_and_rendering(tmp_path: Path) -> None:
     assert text.endswith("y\n")
     for png in perf_docs.PNGS:
         assert (tmp_path / png).stat().st_size > 0
+
+
+def test_a_client_that_fails_fails_its_phase_at_once() -> None:
+    """The forked clients cannot connect (no such database): the phase raises, naming the exit
+    code, as soon as one has exited, instead of waiting out the timeout for their reports."""
+    url = perf.db_url(PG_ADMIN_URL, f"bench_missing_{uuid.uuid4().hex[:8]}")
+    batches = perf.chunks(perf.make_items("raw_sql", perf.reference_ids("r", 4)), 1)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="raw_sql client exited 1 before reporting"):
+        perf.run_enqueue_parallel("raw_sql", url, batches, 2)
+    assert time.monotonic() - started < 30 < perf.DRAIN_TIMEOUT
