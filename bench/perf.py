@@ -672,6 +672,7 @@ def run_enqueue_parallel(
     except BaseException:
         for p in processes:
             p.terminate()  # the others would wait at the barrier for the one that failed
+            p.join(60)
         raise
     for p in processes:
         p.join(60)
