@@ -504,7 +504,8 @@ class HandoffClient:
 
     def __init__(self, url: str) -> None:
         self.db = Database(url, pool_size=1)
-        self.db.ping()
+        self.db.ping()  # connected before the clock starts, as the other systems' clients are:
+        self.db.execute_whole("SELECT 1 AS ok", {})  # the pool's and the autocommit lane's
 
     def enqueue_all(self, batches: Sequence[Sequence[Any]]) -> None:
         for batch in batches:
@@ -1334,7 +1335,8 @@ class HandoffClaimer:
 
     def __init__(self, url: str) -> None:
         self.db = Database(url, pool_size=1)
-        self.db.ping()
+        self.db.ping()  # connected before the clock starts, as the other systems' clients are:
+        self.db.execute_whole("SELECT 1 AS ok", {})  # the pool's and the autocommit lane's
         self.statements: list[tuple[str, Any]] = []
 
     def claim(self) -> Any:

@@ -159,3 +159,14 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+class Boom(Exception):
+    """A failure a test raises on purpose."""
+
+
+def store_then_fail(db: Database, clock: FakeClock, reference_id: str) -> None:
+    """Store and hand off one version in a transaction that then raises: it must roll back."""
+    with db.transaction() as uow:
+        store_and_hand_off(uow, [version(reference_id, "v1")], now=clock.now(), actor=CLIENT)
+        raise Boom

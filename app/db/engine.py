@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg.types.array import ListBinaryDumper
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+
+#: Seconds a PostgreSQL connection is kept before it is replaced (the pool's and the lane's).
+POOL_RECYCLE = 1800
 
 
 def sqlalchemy_url(database_url: str) -> str:
@@ -27,17 +31,31 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_recycle=1800,
+        pool_recycle=POOL_RECYCLE,
     )
 
     @event.listens_for(engine, "connect")
-    def _arrays_as_binary(dbapi_conn: Any, _record: Any) -> None:
-        # Send list parameters (the column arrays of the batched statements) in binary: the
-        # text form of a bytea[] is hex with escaped backslashes, built in several copies on
-        # the way out — a batch holding a 15 MB body cost 100 MB of peak memory, now 33 MB.
-        dbapi_conn.adapters.register_dumper(list, ListBinaryDumper)
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        configure_pg_connection(dbapi_conn)
 
     return engine
+
+
+def configure_pg_connection(conn: psycopg.Connection[Any]) -> None:
+    """What every PostgreSQL driver connection gets, pooled or in the autocommit lane."""
+    # Send list parameters (the column arrays of the batched statements) in binary: the text
+    # form of a bytea[] is hex with escaped backslashes, built in several copies on the way
+    # out — a batch holding a 15 MB body cost 100 MB of peak memory, now 33 MB.
+    conn.adapters.register_dumper(list, ListBinaryDumper)
+
+
+def connect_pg_autocommit(engine: Engine) -> psycopg.Connection[Any]:
+    """A new driver connection in autocommit, made with the arguments the engine's pool
+    connects with (its URL and dialect's adapters), configured alike."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    conn = psycopg.connect(*cargs, **cparams, autocommit=True)
+    configure_pg_connection(conn)
+    return conn
 
 
 def _sqlite_engine(path: str) -> Engine:

@@ -51,15 +51,17 @@ def driver_rows(
 
 def driver_error(
     dialect: Dialect,
-    pooled: PoolProxiedConnection,
+    pooled: PoolProxiedConnection | psycopg.Connection[Any],
     statement: str,
     params: Mapping[str, Any],
     exc: psycopg.Error,
 ) -> DBAPIError:
     """A psycopg error of a statement sent past SQLAlchemy, as SQLAlchemy raises its own: its
-    error class, flagged `connection_invalidated` if the connection is lost (the caller
-    invalidates it, so the pool replaces it and retries run on a fresh one)."""
-    gone = dialect.is_disconnect(cast(Any, exc), pooled, None)
+    error class, flagged `connection_invalidated` if the connection (pooled, or a driver
+    connection of the autocommit lane) is lost: the caller drops it, and retries run on a
+    fresh one."""
+    # psycopg's Connection is a DB-API connection; SQLAlchemy's protocol for one is untyped.
+    gone = dialect.is_disconnect(cast(Any, exc), cast(Any, pooled), None)
     err = DBAPIError.instance(
         statement, dict(params), exc, psycopg.Error, connection_invalidated=gone, dialect=dialect
     )

@@ -8,15 +8,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 from sqlalchemy import delete
-from sqlalchemy.exc import DataError
 
 from app.db import tables
 from app.db.uow import Database
 from app.domain.clock import FakeClock
 from app.domain.states import EnqueueOutcome, HandoffState, ReasonCode
 from app.services import ingestion_handoff
-from app.services.scrape_storage import store_and_hand_off, submit
-from tests.support import CLIENT, at, claim_one, count_rows, events, version
+from app.services.scrape_storage import submit
+from tests.support import CLIENT, Boom, at, claim_one, count_rows, events, store_then_fail, version
 
 TABLES = ("scrape_records", "ingestion_handoffs", "handoff_events")
 
@@ -135,17 +134,6 @@ def test_autocommit_units_of_work_are_for_postgresql(sqlite_url: str) -> None:
         db.dispose()
 
 
-class Boom(Exception):
-    pass
-
-
-def store_then_fail(db: Database, clock: FakeClock, reference_id: str) -> None:
-    """Store and hand off one version in a transaction that then raises: it must roll back."""
-    with db.transaction() as uow:
-        store_and_hand_off(uow, [version(reference_id, "v1")], now=clock.now(), actor=CLIENT)
-        raise Boom
-
-
 def test_a_pooled_connection_leaves_autocommit_behind(pg_url: str, clock: FakeClock) -> None:
     """One pooled connection: after an autocommit unit of work (ended well or by an error), the
     next transaction on it is a transaction again, and rolls back whole."""
@@ -166,23 +154,6 @@ def test_whole_statements_are_for_postgresql(sqlite_url: str) -> None:
     try:
         with pytest.raises(ValueError, match="PostgreSQL"):
             db.execute_whole("SELECT 1", {})
-    finally:
-        db.dispose()
-
-
-def test_a_failed_whole_statement_raises_and_leaves_autocommit_behind(
-    pg_url: str, clock: FakeClock
-) -> None:
-    """The statement's error comes out as SQLAlchemy's (as every other statement's does), and
-    the one pooled connection it failed on goes back a transactional connection."""
-    db = Database(pg_url, pool_size=1)
-    try:
-        with pytest.raises(DataError, match="division by zero"):
-            db.execute_whole("SELECT 1 / %(zero)s AS n", {"zero": 0})
-        assert db.execute_whole("SELECT 1 / %(one)s AS n", {"one": 1}) == [{"n": 1}]
-        with pytest.raises(Boom):
-            store_then_fail(db, clock, "sku-1")
-        assert counts(db) == {t: 0 for t in TABLES}
     finally:
         db.dispose()
 
