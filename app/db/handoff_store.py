@@ -416,7 +416,7 @@ _ADD_EVENTS_PG = text(
 #: The handoff half of an enqueue, over a CTE `v` of versions (see `_ENQUEUE_FROM_ARRAYS`):
 #: queued rows for versions not older than one already handed off, refused rows skipped (CTE
 #: `h`, the rows inserted) ...
-ENQUEUE_INSERT = """
+_ENQUEUE_INSERT = """
     h AS (
         INSERT INTO ingestion_handoffs AS t (
             reference_id, payload_hash, source, fetched_at, state, reason_code, enqueue_outcome,
@@ -430,11 +430,14 @@ ENQUEUE_INSERT = """
             WHERE x.reference_id = v.reference_id AND x.fetched_at > v.fetched_at
             OFFSET 0  -- a probe of the pair key per version, never a join over the table
         )
-        ORDER BY v.n
+        {order}
         ON CONFLICT DO NOTHING
         RETURNING t.id, t.reference_id, t.payload_hash, t.state, t.reason_code, t.enqueue_outcome
     ),
 """
+ENQUEUE_INSERT = _ENQUEUE_INSERT.format(order="ORDER BY v.n")
+#: ... over a CTE `v` of one version: nothing to order (a sort is set up per execution).
+ENQUEUE_INSERT_ONE = _ENQUEUE_INSERT.format(order="")
 #: ... then an `enqueued` event per row inserted, and the statement's rows: those inserted and
 #: the pairs' handoffs from before it. A statement may put CTEs of its own between the two.
 _ENQUEUE_RESULT = """
@@ -453,13 +456,12 @@ _ENQUEUE_RESULT = """
         WHERE x.reference_id = v.reference_id AND x.payload_hash = v.payload_hash
         OFFSET 0
     ) x
-    {one}
-    ORDER BY id
+    {tail}
 """
 #: ... over a CTE `v` of one version: a pair `h` inserted had no handoff before, so the
-#: look-up is skipped (a gating filter, evaluated once).
-ENQUEUE_RESULT_ONE = _ENQUEUE_RESULT.format(one="WHERE NOT EXISTS (SELECT 1 FROM h)")
-ENQUEUE_RESULT = _ENQUEUE_RESULT.format(one="")
+#: look-up is skipped (a gating filter, evaluated once); at most one row, nothing to order.
+ENQUEUE_RESULT_ONE = _ENQUEUE_RESULT.format(tail="WHERE NOT EXISTS (SELECT 1 FROM h)")
+ENQUEUE_RESULT = _ENQUEUE_RESULT.format(tail="ORDER BY id")
 ENQUEUE_CTES = ENQUEUE_INSERT + ENQUEUE_RESULT
 
 _INSERT_ENQUEUED_PG = text(

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 
 from app.db.handoff_store import (
     ENQUEUE_CTES,
-    ENQUEUE_INSERT,
+    ENQUEUE_INSERT_ONE,
     ENQUEUE_RESULT_ONE,
     HandoffStore,
     enqueue_params,
@@ -117,6 +117,7 @@ def _store_records(rest: str) -> str:
 
 
 _STORE_AND_ENQUEUE = _store_records("ORDER BY n")
+_STORE_AND_ENQUEUE_ONE = _store_records("")
 # The record is stored only with its handoff: one CTE `h` inserted, or one the pair already had
 # (a duplicate brings back a record purged since). A refused version is left whole to the
 # transaction that resolves it.
@@ -130,8 +131,8 @@ _STORE_IF_QUEUED = _store_records(
 )
 _STORE_AND_ENQUEUE_SQL = pg_text(text(_BATCH + _STORE_AND_ENQUEUE + ENQUEUE_CTES))
 _STORE_AND_ENQUEUE_ONE_SQL = pg_text(
-    text(_ONE + _STORE_AND_ENQUEUE + ENQUEUE_INSERT + ENQUEUE_RESULT_ONE)
+    text(_ONE + _STORE_AND_ENQUEUE_ONE + ENQUEUE_INSERT_ONE + ENQUEUE_RESULT_ONE)
 )
 _STORE_IF_QUEUED_ONE_SQL = pg_text(
-    text(_ONE + ENQUEUE_INSERT + _STORE_IF_QUEUED + ENQUEUE_RESULT_ONE)
+    text(_ONE + ENQUEUE_INSERT_ONE + _STORE_IF_QUEUED + ENQUEUE_RESULT_ONE)
 )
