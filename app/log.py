@@ -26,6 +26,8 @@ SECRET_FIELDS = frozenset(
     {"authorization", "token", "secret", "password", "api_token", "bearer", "credentials"}
 )
 MASK = "[redacted]"
+#: The lowest level `configure` lets through; before it runs, structlog's default: all of them.
+_min_level = logging.NOTSET
 
 
 def redact_secrets(
@@ -69,6 +71,8 @@ def configure(
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
     )
+    global _min_level
+    _min_level = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -77,11 +81,17 @@ def configure(
             redact_secrets,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(_min_level),
         logger_factory=structlog.PrintLoggerFactory(cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )
     _route_stdlib_logging(renderer, level)
+
+
+def enabled(level: int) -> bool:
+    """Whether a line at `level` is written. The hottest callers ask first: a structlog logger
+    got with `get_logger` binds anew at every call, even for a line that is filtered out."""
+    return level >= _min_level
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]  # generic only in stubs

@@ -102,14 +102,24 @@ _TRANSITIONS_BY: dict[Move, Counter] = {}  # each move's series, looked up once
 
 def count_transitions(moves: Iterable[Move]) -> None:
     for move, n in Tally(moves).items():
-        series = _TRANSITIONS_BY.get(move)
-        if series is None:
-            from_state, to_state, reason = move
-            source = from_state.value if from_state is not None else "none"
-            series = _TRANSITIONS_BY[move] = TRANSITIONS.labels(
-                source, to_state.value, reason.value
-            )
-        series.inc(n)
+        _transition_series(move).inc(n)
+
+
+def count_one_enqueued(outcome: EnqueueOutcome, move: Move | None) -> None:
+    """`count_enqueued` and `count_transitions` of one version (the commonest submission),
+    without tallying: a new handoff's creation is its `move`, a duplicate has none."""
+    _ENQUEUED_BY[outcome].inc()
+    if move is not None:
+        _transition_series(move).inc()
+
+
+def _transition_series(move: Move) -> Counter:
+    series = _TRANSITIONS_BY.get(move)
+    if series is None:
+        from_state, to_state, reason = move
+        source = from_state.value if from_state is not None else "none"
+        series = _TRANSITIONS_BY[move] = TRANSITIONS.labels(source, to_state.value, reason.value)
+    return series
 
 
 @dataclass(frozen=True, slots=True)

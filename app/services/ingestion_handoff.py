@@ -8,6 +8,7 @@ what the constraints refuse instead of checking first and hoping.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from app import log as app_log
 from app import metrics
 from app.db.handoff_store import split_enqueued
 from app.db.outbox_store import store_if_queued_statement
@@ -116,29 +118,41 @@ def enqueue_whole(
     if inserted:
         (handed,) = inserted
         result = _result(handed, handed.enqueue_outcome)
-        moves: list[Move] = [(None, handed.state, handed.reason_code)]
+        move: Move | None = (None, handed.state, handed.reason_code)
     elif existed:
-        result, moves = _duplicate(existed[0]), []
+        result, move = _duplicate(existed[0]), None
     else:
         return None
-    run_after_commit([partial(metrics.count_transitions, moves), partial(_report, [result], actor)])
+    run_after_commit([partial(_report_one, result, move, actor)])
     return result
+
+
+def _report_one(result: EnqueueResult, move: Move | None, actor: str) -> None:
+    """`_report` of one version, and its creation's transition if it made one."""
+    metrics.count_one_enqueued(result.outcome, move)
+    if app_log.enabled(logging.INFO):  # else nothing to write: no logger bound for nothing
+        log.info("handoff.enqueued", **_fields(result, actor))
 
 
 def _report(results: Sequence[EnqueueResult], actor: str) -> None:
     """Count and log each outcome, once the transaction that decided them has committed."""
     metrics.count_enqueued(r.outcome for r in results)
+    if not app_log.enabled(logging.INFO):
+        return
     bound = log.bind()  # the lazy logger binds on every call: once per batch, not per record
     for r in results:
-        bound.info(
-            "handoff.enqueued",
-            handoff_id=r.handoff_id,
-            reference_id=r.reference_id,
-            payload_hash=r.payload_hash,
-            outcome=r.outcome.value,
-            state=r.state.value,
-            actor=actor,
-        )
+        bound.info("handoff.enqueued", **_fields(r, actor))
+
+
+def _fields(r: EnqueueResult, actor: str) -> dict[str, Any]:
+    return {
+        "handoff_id": r.handoff_id,
+        "reference_id": r.reference_id,
+        "payload_hash": r.payload_hash,
+        "outcome": r.outcome.value,
+        "state": r.state.value,
+        "actor": actor,
+    }
 
 
 def _enqueue_contended(

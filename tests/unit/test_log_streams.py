@@ -33,3 +33,18 @@ def test_a_closed_stderr_neither_breaks_structlog_nor_the_standard_library(
     structlog.get_logger().info("after", handoff_id=2)
     assert "after the swap" in second.getvalue()
     assert '"event": "after"' in second.getvalue()
+
+
+def test_enabled_follows_the_configured_level(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    try:
+        log.configure(format="json", level="WARNING")
+        assert not log.enabled(logging.INFO)
+        assert log.enabled(logging.WARNING)
+        log.configure(format="json", level="DEBUG")
+        assert log.enabled(logging.DEBUG)
+    finally:
+        log.configure(format="json")  # the default level, INFO, for whatever runs next
+    assert log.enabled(logging.INFO)
+    assert not log.enabled(logging.DEBUG)
