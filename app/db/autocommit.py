@@ -6,7 +6,8 @@ autocommit and back, and its reset on return cost about a tenth of the machine's
 one-record submission with 4 clients on 2 CPUs; a `psycopg_pool` pool of autocommit
 connections cost as much (docs/benchmarks.md, "The autocommit lane"). The lane is a list of
 idle connections, last in first out, with no thread of its own: a borrow pops one (or opens
-one), a return appends it. A connection never leaves autocommit, so there is nothing to reset.
+one), a return appends it. A connection never leaves autocommit, so there is nothing to reset,
+and each keeps one cursor, reused statement after statement (its adapters stay looked up).
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow, dict_row
+
+
+class Lent:
+    """A lane connection and its cursor (rows as dicts), for one borrower at a time."""
+
+    __slots__ = ("born", "conn", "cursor")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.cursor: psycopg.Cursor[DictRow] = conn.cursor(row_factory=dict_row)
+        self.born = time.monotonic()
 
 
 class AutocommitLane:
@@ -40,41 +53,38 @@ class AutocommitLane:
         self._connect = connect
         self._size = size
         self._recycle = recycle
-        self._idle: list[tuple[psycopg.Connection[Any], float]] = []
-        self._born: dict[int, float] = {}  # id(connection) -> opened at, for every open one
-        self._opening = 0  # connections being opened: they count against `size` too
-        self._lock = threading.Lock()  # guards _born and _opening, never held while connecting
+        self._idle: list[Lent] = []
+        self._open = 0  # connections open or being opened: at most `size`
+        self._lock = threading.Lock()  # guards _open, never held while connecting
         self._pid = os.getpid()
 
-    def borrow(self) -> psycopg.Connection[Any] | None:
+    def borrow(self) -> Lent | None:
         """An idle connection, or a new one while fewer than `size` are open; else None.
         Raises psycopg.OperationalError if a new one cannot connect."""
         if os.getpid() != self._pid:
             self._forget_parents()
-        now = time.monotonic()
         while True:
             try:
-                conn, born = self._idle.pop()  # atomic: no two threads pop the same one
+                lent = self._idle.pop()  # atomic: no two threads pop the same one
             except IndexError:
-                return self._open()
-            if now - born < self._recycle and not conn.closed:
-                return conn
-            self._close(conn)
+                return self._open_one()
+            if time.monotonic() - lent.born < self._recycle and not lent.conn.closed:
+                return lent
+            self._close(lent)
 
-    def give_back(self, conn: psycopg.Connection[Any], *, healthy: bool) -> None:
+    def give_back(self, lent: Lent, *, healthy: bool) -> None:
         """Return a borrowed connection. `healthy` False (its statement lost the server)
         closes it and every idle one: they were opened before the loss, as it was."""
-        born = self._born.get(id(conn))
+        conn = lent.conn
         if (
             healthy
-            and born is not None
             and not conn.closed
             and not conn.broken
             and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         ):
-            self._idle.append((conn, born))
+            self._idle.append(lent)
             return
-        self._close(conn)
+        self._close(lent)
         if not healthy:
             self.close_idle()
 
@@ -82,35 +92,32 @@ class AutocommitLane:
         """Close every idle connection (borrowed ones are closed when given back broken)."""
         while True:
             try:
-                conn, _ = self._idle.pop()
+                lent = self._idle.pop()
             except IndexError:
                 return
-            self._close(conn)
+            self._close(lent)
 
     @property
     def open_count(self) -> int:
-        return len(self._born) + self._opening
+        return self._open
 
-    def _open(self) -> psycopg.Connection[Any] | None:
+    def _open_one(self) -> Lent | None:
         with self._lock:
-            if len(self._born) + self._opening >= self._size:
+            if self._open >= self._size:
                 return None
-            self._opening += 1
+            self._open += 1
         try:
             conn = self._connect()
         except BaseException:
             with self._lock:
-                self._opening -= 1
+                self._open -= 1
             raise
-        with self._lock:
-            self._opening -= 1
-            self._born[id(conn)] = time.monotonic()
-        return conn
+        return Lent(conn)
 
-    def _close(self, conn: psycopg.Connection[Any]) -> None:
+    def _close(self, lent: Lent) -> None:
         with self._lock:
-            self._born.pop(id(conn), None)
-        conn.close()
+            self._open -= 1
+        lent.conn.close()
 
     def _forget_parents(self) -> None:
         """In a forked child: the parent's connections are the parent's (closing one here would
@@ -118,6 +125,5 @@ class AutocommitLane:
         with self._lock:
             if os.getpid() != self._pid:
                 self._idle = []
-                self._born = {}
-                self._opening = 0
+                self._open = 0
                 self._pid = os.getpid()

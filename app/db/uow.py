@@ -203,22 +203,21 @@ class Database:
         self, statement: str, params: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         try:
-            conn = self.lane.borrow()
+            lent = self.lane.borrow()
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"the database cannot be reached: {exc}") from exc
-        if conn is None:
+        if lent is None:
             return self._execute_whole_pooled(statement, params)
         healthy = True
         try:
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(statement, params)
-                return cur.fetchall()
+            lent.cursor.execute(statement, params)
+            return lent.cursor.fetchall()
         except psycopg.Error as exc:
-            err = driver_error(self.engine.dialect, conn, statement, params, exc)
+            err = driver_error(self.engine.dialect, lent.conn, statement, params, exc)
             healthy = not err.connection_invalidated
             raise err from exc
         finally:
-            self.lane.give_back(conn, healthy=healthy)
+            self.lane.give_back(lent, healthy=healthy)
 
     def _execute_whole_pooled(
         self, statement: str, params: Mapping[str, Any]

@@ -76,7 +76,7 @@ def test_a_busy_lane_sends_the_statement_to_the_pool_which_gets_its_connection_b
     assert held is not None
     try:
         assert pg_db.lane.borrow() is None
-        assert backend_pid(pg_db) != held.info.backend_pid
+        assert backend_pid(pg_db) != held.conn.info.backend_pid
         (result,) = submit(pg_db, [version("sku-1", "v1")], now=clock.now(), actor=CLIENT)
         assert result.handoff_id > 0
         with pytest.raises(DataError):
@@ -125,11 +125,11 @@ def lane(pg_url: str, *, size: int = 2, recycle: float = 3600.0) -> AutocommitLa
 
 def test_a_connection_given_back_inside_a_transaction_is_closed(pg_url: str) -> None:
     lanes = lane(pg_url)
-    conn = lanes.borrow()
-    assert conn is not None
-    conn.execute("BEGIN")  # whoever borrowed it left a transaction open
-    lanes.give_back(conn, healthy=True)
-    assert conn.closed
+    lent = lanes.borrow()
+    assert lent is not None
+    lent.cursor.execute("BEGIN")  # whoever borrowed it left a transaction open
+    lanes.give_back(lent, healthy=True)
+    assert lent.conn.closed
     assert lanes.open_count == 0
 
 
@@ -137,12 +137,12 @@ def test_a_connection_older_than_the_recycle_age_is_replaced(pg_url: str) -> Non
     lanes = lane(pg_url, recycle=0.0)
     first = lanes.borrow()
     assert first is not None
-    first_pid = first.info.backend_pid
+    first_pid = first.conn.info.backend_pid
     lanes.give_back(first, healthy=True)
     second = lanes.borrow()
     assert second is not None
-    assert first.closed
-    assert second.info.backend_pid != first_pid
+    assert first.conn.closed
+    assert second.conn.info.backend_pid != first_pid
     lanes.give_back(second, healthy=False)
     assert lanes.open_count == 0
 
@@ -155,11 +155,11 @@ def test_losing_the_server_closes_the_idle_connections_and_the_retry_connects_an
     db = Database(pg_url, pool_size=7)
     try:
         held = [db.lane.borrow() for _ in range(7)]
-        pids = {c.info.backend_pid for c in held if c is not None}
+        pids = {lent.conn.info.backend_pid for lent in held if lent is not None}
         assert len(pids) == 7
-        for conn in held:
-            assert conn is not None
-            db.lane.give_back(conn, healthy=True)
+        for lent in held:
+            assert lent is not None
+            db.lane.give_back(lent, healthy=True)
         with psycopg.connect(pg_url, autocommit=True) as admin:
             for pid in pids:
                 admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
