@@ -505,7 +505,8 @@ class HandoffClient:
     def __init__(self, url: str) -> None:
         self.db = Database(url, pool_size=1)
         self.db.ping()  # connected before the clock starts, as the other systems' clients are:
-        self.db.execute_whole("SELECT 1 AS ok", {})  # the pool's and the autocommit lane's
+        if self.db.dialect == "postgresql":  # the pool's, and the autocommit lane's
+            self.db.execute_whole("SELECT 1 AS ok", {})
 
     def enqueue_all(self, batches: Sequence[Sequence[Any]]) -> None:
         for batch in batches:
@@ -1336,7 +1337,8 @@ class HandoffClaimer:
     def __init__(self, url: str) -> None:
         self.db = Database(url, pool_size=1)
         self.db.ping()  # connected before the clock starts, as the other systems' clients are:
-        self.db.execute_whole("SELECT 1 AS ok", {})  # the pool's and the autocommit lane's
+        if self.db.dialect == "postgresql":  # the pool's, and the autocommit lane's
+            self.db.execute_whole("SELECT 1 AS ok", {})
         self.statements: list[tuple[str, Any]] = []
 
     def claim(self) -> Any:

@@ -73,6 +73,14 @@ def test_tiny_phases_and_rendering(tmp_path: Path) -> None:
         assert (tmp_path / png).stat().st_size > 0
 
 
+@pytest.mark.parametrize("system", perf.LITE_SYSTEMS)
+def test_tiny_sqlite_enqueue_phases(system: str, tmp_path: Path) -> None:
+    spec = perf.EnqueueSpec(count=20, size=1, clients=1, duplicates=0.0, warmup_calls=2)
+    result = perf.sqlite_enqueue_phase(system, tmp_path, spec)
+    assert result["jobs"] == 20
+    assert result["jobs_per_s"] > 0
+
+
 def test_a_client_that_fails_fails_its_phase_at_once() -> None:
     """The forked clients cannot connect (no such database): the phase raises, naming the exit
     code, as soon as one has exited, instead of waiting out the timeout for their reports."""
