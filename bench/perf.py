@@ -1907,8 +1907,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
         for round_no in range(sizes.repeat):
             progress(f"round {round_no + 1}/{sizes.repeat}")
-            if wanted("enqueue"):
-                for figure, spec in enqueue_specs.items():
+            for figure, spec in enqueue_specs.items():
+                if wanted("enqueue") or wanted(figure):  # the section, or this figure alone
                     alternate(
                         figure,
                         SYSTEMS,
@@ -2096,7 +2096,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--resummarise", type=Path, metavar="JSON", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--only", help="sections, comma-separated: enqueue,drain,latency,claims,sqlite"
+        "--only",
+        help="sections, comma-separated: enqueue,drain,latency,claims,sqlite; or enqueue "
+        "figures alone: enqueue_per_row, enqueue_per_row_4, enqueue_batched, ...",
     )
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="a database to connect to")
     parser.add_argument("--repeat", type=int, help="rounds; figures are medians")
