@@ -1336,9 +1336,7 @@ class HandoffClaimer:
 
     def __init__(self, url: str) -> None:
         self.db = Database(url, pool_size=1)
-        self.db.ping()  # connected before the clock starts, as the other systems' clients are:
-        if self.db.dialect == "postgresql":  # the pool's, and the autocommit lane's
-            self.db.execute_whole("SELECT 1 AS ok", {})
+        self.db.ping()
         self.statements: list[tuple[str, Any]] = []
 
     def claim(self) -> Any:
