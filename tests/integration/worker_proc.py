@@ -22,7 +22,10 @@ def main() -> None:
     grace = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
 
     def handler(job: ClaimedJob) -> None:
-        marker.write_text(f"{job.handoff.id} {job.handoff.lease_token}")
+        # Written beside and renamed into place, so a reader that sees MARKER sees it whole.
+        partial = marker.with_suffix(".partial")
+        partial.write_text(f"{job.handoff.id} {job.handoff.lease_token}")
+        partial.replace(marker)
         time.sleep({"hang": 3600.0, "slow": 1.0, "forever": 60.0}[mode])
 
     db = Database(url)
